@@ -1,0 +1,221 @@
+"""
+Shared audio and spectrogram code: the one source of truth for audio parameters.
+
+Everything that turns a waveform into a picture or a tensor and back lives here, so that
+prepare_data.py, train.py, denoise.py and evaluate.py cannot disagree about the sample
+rate, the STFT or the dB scale. The settings travel inside every checkpoint as
+`AudioConfig.to_dict()`, so a model is always used with the settings it was trained on.
+
+The dB scale (used for PNGs and as the network's input):
+    dB = 20 * log10(|X| / ref),  ref = sum(window) / 2
+so a full-scale sine wave reads 0 dB in its bin, and every value is clipped to
+[db_min, db_max] = [-100, +20] dB. A 16-bit PNG stores (dB - db_min) / (db_max - db_min)
+* 65535, i.e. steps of 0.0018 dB, with low frequencies at the bottom of the image.
+"""
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus", ".m4a", ".3gp")
+
+
+class UserError(Exception):
+    """An ordinary mistake (missing file, bad value): printed as one line, exit code 2."""
+
+
+def run_main(main):
+    """Run a script's main(), turning UserError and Ctrl-C into a one-line message."""
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class AudioConfig:
+    sample_rate: int = 16000  # wide-band speech; PESQ-WB needs 16 kHz
+    n_fft: int = 512          # 32 ms window at 16 kHz
+    hop_length: int = 128     # 8 ms hop
+    db_min: float = -100.0    # the fixed dB scale of images and network input
+    db_max: float = 20.0
+
+    @property
+    def n_bins(self):
+        """Frequency bins the U-Net sees: the Nyquist bin is dropped (257 -> 256)."""
+        return self.n_fft // 2
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+# ----------------------------------------------------------------------------- STFT
+def _window(cfg, device):
+    return torch.hann_window(cfg.n_fft, device=device)
+
+
+def stft(x, cfg):
+    """Waveform [..., n] (tensor) -> complex spectrogram [..., n_fft//2 + 1, frames]."""
+    shape = x.shape
+    spec = torch.stft(x.reshape(-1, shape[-1]), cfg.n_fft, cfg.hop_length, window=_window(cfg, x.device),
+                      center=True, pad_mode="reflect" if shape[-1] > cfg.n_fft // 2 else "constant",
+                      return_complex=True)
+    return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+
+def istft(spec, cfg, length):
+    """Complex spectrogram [..., bins, frames] -> waveform [..., length]."""
+    shape = spec.shape
+    x = torch.istft(spec.reshape(-1, *shape[-2:]), cfg.n_fft, cfg.hop_length, window=_window(cfg, spec.device),
+                    center=True, length=length)
+    return x.reshape(*shape[:-2], length)
+
+
+def magnitude_to_db(mag, cfg):
+    """Linear STFT magnitude -> dB on the fixed scale (clipped to [db_min, db_max])."""
+    ref = cfg.n_fft / 4  # sum of a periodic Hann window is n_fft/2; a sine of amplitude 1 peaks at ref
+    lib = torch if isinstance(mag, torch.Tensor) else np
+    db = 20 * lib.log10(lib.clip(mag / ref, 10 ** (cfg.db_min / 20), None))
+    return lib.clip(db, cfg.db_min, cfg.db_max)
+
+
+def db_to_magnitude(db, cfg):
+    return (cfg.n_fft / 4) * 10 ** (db / 20)
+
+
+def db_to_unit(db, cfg):
+    """dB on the fixed scale -> [0, 1]: the network's input and the PNG's grey level."""
+    return (db - cfg.db_min) / (cfg.db_max - cfg.db_min)
+
+
+def spectrogram_db(wave, cfg):
+    """Mono waveform (numpy) -> dB image [n_bins, frames], Nyquist bin dropped."""
+    spec = stft(torch.as_tensor(np.asarray(wave, dtype=np.float32)), cfg)
+    return magnitude_to_db(spec.abs()[: cfg.n_bins], cfg).numpy()
+
+
+# ----------------------------------------------------------------------------- 16-bit PNGs
+def save_png(db, path, cfg):
+    """dB image [bins, frames] -> 16-bit grayscale PNG, low frequencies at the bottom."""
+    from PIL import Image
+    level = np.round(db_to_unit(np.clip(db, cfg.db_min, cfg.db_max), cfg) * 65535).astype(np.uint16)
+    atomic_save(path, lambda tmp: Image.fromarray(level[::-1].copy()).save(tmp, format="PNG"))
+
+
+def load_png(path, cfg):
+    """16-bit PNG written by save_png -> dB image [bins, frames]."""
+    from PIL import Image
+    with Image.open(path) as im:
+        level = np.asarray(im, dtype=np.float64)[::-1]
+    return cfg.db_min + level / 65535 * (cfg.db_max - cfg.db_min)
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_save(path, write):
+    """Call write(tmp_path) and then rename tmp onto path, so path is never half-written."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"output folder does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_audio(path, audio, sr, subtype="FLOAT"):
+    """Write [n] or [channels, n] audio atomically (float WAV keeps noisy == voice + noise exact)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    data = audio.T if audio.ndim == 2 else audio
+    fmt = {".flac": "FLAC", ".ogg": "OGG"}.get(Path(path).suffix.lower(), "WAV")
+    if fmt != "WAV":
+        subtype = {"FLAC": "PCM_24", "OGG": "VORBIS"}[fmt]
+    atomic_save(path, lambda tmp: sf.write(tmp, data, sr, subtype=subtype, format=fmt))
+
+
+def load_audio(path, sr=None, mono=False):
+    """Read any file soundfile (or librosa's fallback) can: returns float32 [channels, n] and its rate.
+
+    With sr given, the audio is resampled to it (soxr, high quality); with mono, channels are averaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    try:
+        audio, file_sr = sf.read(path, dtype="float32", always_2d=True)
+        audio = audio.T
+    except Exception:
+        try:  # formats libsndfile lacks (m4a, 3gp...) via librosa's audioread fallback
+            import warnings
+            import librosa
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                audio, file_sr = librosa.load(path, sr=None, mono=False)
+            audio = np.atleast_2d(audio).astype(np.float32)
+        except Exception as e:
+            raise UserError(f"cannot read audio from {path} ({type(e).__name__})") from None
+    if mono:
+        audio = audio.mean(axis=0, keepdims=True)
+    if sr is not None and file_sr != sr:
+        audio, file_sr = resample(audio, file_sr, sr), sr
+    return np.ascontiguousarray(audio, dtype=np.float32), int(file_sr)
+
+
+def resample(audio, sr_in, sr_out):
+    import librosa
+    if sr_in == sr_out:
+        return audio
+    return librosa.resample(audio, orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq", axis=-1).astype(np.float32)
+
+
+def find_audio(folder):
+    """All audio files under folder, recursively, in a stable (sorted) order."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                  and not p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------- levels and metrics
+def rms(x):
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+def snr_db(voice, noise):
+    """10 log10(sum voice^2 / sum noise^2) over the whole clip: the SNR written in manifests."""
+    return 10 * np.log10(np.sum(np.square(voice, dtype=np.float64)) / np.sum(np.square(noise, dtype=np.float64)))
+
+
+def mix(voice, noise, snr, level_db, peak=0.99):
+    """Scale noise to the target SNR, then apply one gain to both: returns float32 (noisy, voice, noise)."""
+    voice, noise = voice.astype(np.float64), noise.astype(np.float64)
+    noise *= np.sqrt(np.sum(voice ** 2) / (np.sum(noise ** 2) * 10 ** (snr / 10)))
+    mixture = voice + noise
+    gain = min(10 ** (level_db / 20) / rms(mixture), peak / np.abs(mixture).max())
+    v, n = (voice * gain).astype(np.float32), (noise * gain).astype(np.float32)
+    return v + n, v, n
+
+
+
+def si_sdr(est, ref, eps=1e-8):
+    """Scale-invariant SDR in dB over the last axis (torch tensors; zero-mean, as in Le Roux et al. 2019)."""
+    est = est - est.mean(-1, keepdim=True)
+    ref = ref - ref.mean(-1, keepdim=True)
+    alpha = (est * ref).sum(-1, keepdim=True) / ((ref * ref).sum(-1, keepdim=True) + eps)
+    target = alpha * ref
+    return 10 * torch.log10(((target ** 2).sum(-1) + eps) / (((est - target) ** 2).sum(-1) + eps))

@@ -1,0 +1,86 @@
+"""
+Datasets over a prepared set (see prepare_data.py for the layout).
+
+- MixtureDataset: the fixed mixtures of one split, read from their WAVs. Validation and
+  testing use these, so every epoch is judged on the same inputs.
+- RemixDataset: on-the-fly remixing for training. Each item pairs a clean voice chunk with
+  a random noise chunk of the same split at a fresh SNR, level and offset, drawn from
+  (seed, epoch, index): every epoch sees new mixtures, and a resumed run sees the same
+  ones an uninterrupted run would have.
+Items are (noisy, voice) float32 tensors of shape [samples].
+"""
+import csv
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from audio import UserError, mix
+
+
+def read_manifest(root, split=None):
+    path = Path(root) / "manifest.csv"
+    if not path.exists():
+        raise UserError(f"no prepared set at {root} (missing manifest.csv): run python prepare_data.py first")
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if split is None or r["split"] == split]
+    return rows
+
+
+def read_wav(path):
+    x, _ = sf.read(path, dtype="float32")
+    return x
+
+
+class MixtureDataset(Dataset):
+    def __init__(self, root, split):
+        self.root, self.rows = Path(root), read_manifest(root, split)
+        if not self.rows:
+            raise UserError(f"the {split} split of {root} is empty")
+
+    def __len__(self):
+        return len(self.rows)
+
+    def path(self, i, kind):
+        r = self.rows[i]
+        return self.root / r["split"] / kind / f"{r['id']}.wav"
+
+    def __getitem__(self, i):
+        return torch.from_numpy(read_wav(self.path(i, "noisy_voice"))), torch.from_numpy(read_wav(self.path(i, "voice")))
+
+
+class RemixDataset(Dataset):
+    def __init__(self, root, split="train", segment_seconds=2.0, snr_range=(-5, 15), level_range=(-35, -15),
+                 seed=0, sample_rate=16000, extra_noise=()):
+        fixed = MixtureDataset(root, split)
+        self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
+        self.noises = [fixed.path(i, "noise") for i in range(len(fixed))] + list(extra_noise)
+        self.segment = round(segment_seconds * sample_rate)
+        self.snr_range, self.level_range, self.seed, self.epoch = snr_range, level_range, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.voices)
+
+    def crop(self, x, rng):
+        if len(x) < self.segment:
+            x = np.tile(x, self.segment // len(x) + 1)
+        start = rng.integers(len(x) - self.segment + 1)
+        return x[start:start + self.segment]
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        voice = self.crop(read_wav(self.voices[i]), rng)
+        for _ in range(10):  # a crop of pure silence cannot be mixed at an SNR: draw again
+            noise = self.crop(read_wav(self.noises[rng.integers(len(self.noises))]), rng)
+            if np.abs(noise).max() > 1e-5:
+                break
+        if np.abs(voice).max() < 1e-5:  # a silent voice crop: the target is silence, noise alone is the input
+            noisy, voice = noise.astype(np.float32), np.zeros_like(voice)
+        else:
+            noisy, voice, _ = mix(voice, noise, rng.uniform(*self.snr_range), rng.uniform(*self.level_range))
+        return torch.from_numpy(noisy), torch.from_numpy(voice)

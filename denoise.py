@@ -1,0 +1,226 @@
+"""
+Denoise recordings with a trained model.
+
+    python denoise.py input.wav                     # -> input_denoised.wav beside it
+    python denoise.py a.wav b.flac -o cleaned/       # several files into a folder
+    python denoise.py talk.mp3 -o talk_clean.wav --plot
+
+The model (models/unet.pt unless --model says otherwise) carries its own audio settings.
+Any rate and channel count that soundfile/librosa read is accepted: each channel is
+resampled to the model's rate, denoised, resampled back, and written with the input's
+rate, channels and length. Long files are read, denoised and written in chunks with
+overlapping context, so memory stays bounded and the seams are inaudible.
+"""
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from audio import UserError, atomic_save, load_audio, resample, run_main, spectrogram_db
+from unet import build_model, level_gain
+
+DEFAULT_MODEL = Path("models/unet.pt")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("inputs", nargs="+", type=Path, help="audio files to denoise")
+    p.add_argument("-o", "--output", type=Path, help="output file (one input) or folder (several inputs, or ending in /)")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--plot", action="store_true", help="also save a before/after spectrogram PNG beside each output")
+    p.add_argument("--chunk-seconds", type=float, default=10.0, help="audio processed at once (memory bound)")
+    p.add_argument("--atten-limit-db", type=float, help="most attenuation per bin, e.g. 12 keeps more background "
+                   "(default: the model's training floor)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    args = p.parse_args(argv)
+    if args.chunk_seconds <= 0:
+        p.error("--chunk-seconds must be positive")
+    if args.atten_limit_db is not None and args.atten_limit_db < 0:
+        p.error("--atten-limit-db must be 0 or more")
+    return args
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by train.py, with a one-line error for anything else."""
+    path = Path(path)
+    if not path.exists():
+        if path == DEFAULT_MODEL:
+            raise UserError(f"no model at {path}: train one with `python prepare_data.py && python train.py` "
+                            "or pass --model PATH")
+        raise UserError(f"no model at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    missing = [k for k in ("model", "model_args", "audio") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not a checkpoint of this repo (missing {', '.join(missing)})")
+    return ckpt
+
+
+def load_model(path, device="cpu"):
+    ckpt = load_checkpoint(path)
+    try:
+        model = build_model(ckpt["model_args"], ckpt["audio"])
+        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path} does not match this code's model ({str(e).splitlines()[0][:160]})") from None
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- the core
+def context_samples(model, sr):
+    """Samples of context either side of a chunk: more than the U-Net and STFT can see."""
+    frames = 7 * 2 ** model.unet.depth + 2 * model.audio.n_fft // model.audio.hop_length
+    seconds = math.ceil(frames * model.audio.hop_length / model.audio.sample_rate * 4) / 4
+    return round(seconds * sr)
+
+
+@torch.no_grad()
+def denoise_stream(model, read, n, sr, gain, chunk_seconds=10.0, device="cpu"):
+    """Denoise n samples that read(a, b) returns as float32 [channels, b - a]; yields [channels, m] pieces.
+
+    gain [channels] is the level normalisation for the whole recording, so that every chunk is
+    treated exactly as the whole file would be.
+    """
+    msr = model.audio.sample_rate
+    # chunk starts fall on the STFT frame grid of the whole file, so chunking changes nothing
+    unit = model.audio.hop_length * sr // math.gcd(model.audio.hop_length * sr, msr)
+    step = max(1, round(chunk_seconds * sr / unit)) * unit
+    ctx = math.ceil(context_samples(model, sr) / unit) * unit
+    g = torch.as_tensor(gain, dtype=torch.float32, device=device)[:, None]
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        a, b = max(0, s - ctx), min(n, e + ctx)
+        x = resample(read(a, b), sr, msr)
+        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device), g)[0].cpu().numpy()
+        y = resample(y, msr, sr)
+        y = np.pad(y, ((0, 0), (0, max(0, (b - a) - y.shape[1]))))[:, : b - a]
+        yield y[:, s - a:e - a]
+
+
+def recording_gain(model, read, n, sr, block=1 << 20):
+    """Per-channel level normalisation over the whole recording, read in blocks."""
+    total = 0.0
+    for s in range(0, n, block):
+        x = read(s, min(n, s + block)).astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise UserError("the audio contains NaN or infinite samples")
+        total = total + np.sum(x ** 2, axis=1)
+    rms = np.sqrt(total / n)
+    return level_gain(torch.as_tensor(rms, dtype=torch.float32)[:, None], model.level_db)[:, 0].numpy()
+
+
+def denoise_array(model, audio, sr, chunk_seconds=10.0, device="cpu"):
+    """[channels, n] float32 at any rate -> denoised [channels, n] (the whole thing in memory)."""
+    read = lambda a, b: audio[:, a:b]
+    gain = recording_gain(model, read, audio.shape[1], sr)
+    return np.concatenate(list(denoise_stream(model, read, audio.shape[1], sr, gain, chunk_seconds, device)), axis=1)
+
+
+# ----------------------------------------------------------------------------- files
+def output_path(inp, args, several):
+    ext = inp.suffix.lower() if inp.suffix.lower() in (".wav", ".flac") else ".wav"
+    name = f"{inp.stem}_denoised{ext}"
+    o = args.output
+    if o is None:
+        return inp.with_name(name)
+    if several or o.is_dir() or str(o).endswith(os.sep):
+        if not o.is_dir():
+            raise UserError(f"output folder does not exist: {o}")
+        return o / name
+    return o
+
+
+def denoise_file(model, inp, out, args):
+    if inp.resolve() == out.resolve():
+        raise UserError(f"refusing to overwrite the input {inp}; choose another -o")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise UserError(f"output folder does not exist: {out.parent}")
+    try:  # stream from disk when libsndfile reads the format; otherwise decode it whole
+        src = sf.SoundFile(inp)
+        n, sr, channels, subtype = src.frames, src.samplerate, src.channels, src.subtype
+
+        def read(a, b):
+            src.seek(a)
+            return src.read(b - a, dtype="float32", always_2d=True).T
+    except Exception:
+        src = None
+        audio, sr = load_audio(inp)
+        n, channels, subtype = audio.shape[1], audio.shape[0], "FLOAT"
+        read = lambda a, b: audio[:, a:b]
+    if n == 0:
+        raise UserError(f"{inp} holds no audio samples")
+    fmt = "FLAC" if out.suffix.lower() == ".flac" else "WAV"
+    if not sf.check_format(fmt, subtype):
+        subtype = "PCM_24" if fmt == "FLAC" else "FLOAT"
+    clipped = 0
+    first = []
+
+    def write(tmp):
+        nonlocal clipped
+        gain = recording_gain(model, read, n, sr)
+        with sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, subtype=subtype, format=fmt) as dst:
+            for piece in denoise_stream(model, read, n, sr, gain, args.chunk_seconds, args.device):
+                clipped += int(np.sum(np.abs(piece) > 1.0))
+                if args.plot and sum(p.shape[1] for p in first) < 30 * sr:
+                    first.append(piece[0])
+                dst.write(piece.T)
+
+    try:
+        atomic_save(out, write)
+    finally:
+        if src is not None:
+            src.close()
+    if clipped and not subtype.startswith(("FLOAT", "DOUBLE")):
+        print(f"warning: {clipped} samples of {out} exceeded full scale and were clipped by the {subtype} format",
+              file=sys.stderr)
+    if args.plot:
+        plot_before_after(read(0, min(n, 30 * sr))[0], np.concatenate(first)[: 30 * sr], sr, model,
+                          out.with_suffix(".png"), inp.name)
+    return n / sr
+
+
+def plot_before_after(noisy, clean, sr, model, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cfg = model.audio
+    noisy, clean = resample(noisy[None], sr, cfg.sample_rate)[0], resample(clean[None], sr, cfg.sample_rate)[0]
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    extent = (0, len(noisy) / cfg.sample_rate, 0, cfg.sample_rate / 2000)
+    for ax, x, name in zip(axes, (noisy, clean), ("noisy input", "denoised")):
+        im = ax.imshow(spectrogram_db(x, cfg), origin="lower", aspect="auto", extent=extent, cmap="magma",
+                       vmin=-80, vmax=0)
+        ax.set(ylabel="kHz", title=f"{title}: {name}")
+    axes[1].set_xlabel("seconds")
+    fig.colorbar(im, ax=axes, label="dB (0 = full-scale sine)")
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for inp in args.inputs:
+        if not inp.is_file():
+            raise UserError(f"no such file: {inp}")
+    model = load_model(args.model, args.device)
+    if args.atten_limit_db is not None:
+        model.floor = 10 ** (-args.atten_limit_db / 20)
+    several = len(args.inputs) > 1
+    for inp in args.inputs:
+        out = output_path(inp, args, several)
+        seconds = denoise_file(model, inp, out, args)
+        print(f"{inp} -> {out} ({seconds:.1f} s)")
+
+
+if __name__ == "__main__":
+    run_main(main)

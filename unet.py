@@ -1,0 +1,107 @@
+"""
+The model: the seed's U-Net, and the denoiser that wraps it.
+
+    noisy waveform --STFT--> |Y| --fixed dB scale--> U-Net --> noise estimate |N|
+    |S| = max(|Y| - |N|, floor * |Y|)   (spectral subtraction with a floor)
+    S = |S| * phase(Y) --iSTFT--> denoised waveform
+
+The U-Net predicts the noise spectrogram, as the seed did, but as a fraction of the noisy
+magnitude (a sigmoid), so that the estimate is always in the range where subtracting it
+means something. Subtraction happens inside forward(), so training judges the denoised
+result rather than the noise image. The input level is normalised to a fixed RMS and the
+output scaled back, so the model does not depend on how loud a recording is.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from audio import AudioConfig, db_to_unit, istft, magnitude_to_db, stft
+from unet_utils import DoubleConvLayer, DownSampleLayer, UpSampleLayer
+
+
+class UNet(nn.Module):
+    """The seed's U-Net with base width and depth as parameters (seed: base 64, depth 4)."""
+
+    def __init__(self, in_channels=1, num_classes=1, base_channels=16, depth=4, norm="batch"):
+        super().__init__()
+        widths = [base_channels * 2 ** i for i in range(depth)]
+        self.downs = nn.ModuleList(DownSampleLayer(c_in, c_out, norm)
+                                   for c_in, c_out in zip([in_channels] + widths[:-1], widths))
+        self.bottleneck = DoubleConvLayer(widths[-1], widths[-1] * 2, norm)
+        self.ups = nn.ModuleList(UpSampleLayer(w * 2, w, norm) for w in reversed(widths))
+        self.out = nn.Conv2d(base_channels, num_classes, kernel_size=1)
+        self.depth = depth
+
+    def forward(self, x):
+        # pad height and width up to a multiple of 2^depth (never resize), crop back at the end
+        h, w = x.shape[-2:]
+        m = 2 ** self.depth
+        x = F.pad(x, (0, -w % m, 0, -h % m))
+        skips = []
+        for down in self.downs:
+            skip, x = down(x)
+            skips.append(skip)
+        x = self.bottleneck(x)
+        for up, skip in zip(self.ups, reversed(skips)):
+            x = up(x, skip)
+        return self.out(x)[..., :h, :w]
+
+
+def level_gain(noisy, target_db):
+    """Per-clip gain that brings the noisy input to target_db RMS (dBFS); [B, n] -> [B, 1]."""
+    rms = noisy.pow(2).mean(-1, keepdim=True).sqrt()
+    return 10 ** (target_db / 20) / rms.clamp_min(1e-5)
+
+
+class NoiseSubtractionDenoiser(nn.Module):
+    def __init__(self, audio: AudioConfig = AudioConfig(), base_channels=16, depth=4, norm="batch",
+                 floor_db=-30.0, level_db=-25.0):
+        super().__init__()
+        self.audio = audio
+        self.unet = UNet(1, 1, base_channels, depth, norm)
+        self.floor = 10 ** (floor_db / 20)  # the most any bin is attenuated (also settable at inference)
+        self.level_db = level_db
+        self.model_args = dict(base_channels=base_channels, depth=depth, norm=norm, floor_db=floor_db,
+                               level_db=level_db)
+
+    def noise_fraction(self, mag):
+        """|Y| [B, bins, frames] -> predicted noise as a fraction of |Y|, same shape."""
+        x = db_to_unit(magnitude_to_db(mag[:, : self.audio.n_bins], self.audio), self.audio)
+        frac = torch.sigmoid(self.unet(x[:, None]))[:, 0]
+        return torch.cat([frac, frac[:, -1:]], dim=1)  # the Nyquist bin follows its neighbour
+
+    def forward(self, noisy, gain=None):
+        """noisy [B, n] -> (denoised [B, n], predicted noise magnitude [B, bins, frames])."""
+        if gain is None:
+            gain = level_gain(noisy, self.level_db)
+        spec = stft(noisy * gain, self.audio)
+        mag = spec.abs()
+        noise_mag = self.noise_fraction(mag) * mag
+        clean_mag = torch.maximum(mag - noise_mag, self.floor * mag)
+        clean_spec = spec * (clean_mag / mag.clamp_min(1e-20))  # keep the noisy phase
+        return istft(clean_spec, self.audio, noisy.shape[-1]) / gain, noise_mag / gain[..., None]
+
+
+def build_model(model_args, audio_dict):
+    return NoiseSubtractionDenoiser(AudioConfig.from_dict(audio_dict), **model_args)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(model):
+    a = model.model_args
+    return (f"U-Net base {a['base_channels']} depth {a['depth']} norm {a['norm']}, "
+            f"{count_parameters(model) / 1e6:.2f} M parameters, floor {a['floor_db']:g} dB")
+
+
+if __name__ == "__main__":  # quick look: python unet.py
+    m = NoiseSubtractionDenoiser()
+    print(describe(m))
+    x = torch.randn(2, 16000)
+    y, n = m(x)
+    print("in", tuple(x.shape), "out", tuple(y.shape), "noise", tuple(n.shape))
+    assert math.isfinite(y.abs().sum().item())

@@ -1,0 +1,53 @@
+"""
+The U-Net's building blocks, as in the seed: a double 3x3 convolution, a down step
+(double conv, then 2x2 max-pool, keeping the pre-pool features for the skip), and an
+up step (2x2 transposed convolution, concatenate the skip, double conv).
+"""
+import torch
+import torch.nn as nn
+
+
+def norm_layer(kind, channels):
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r} (choose batch or none)")
+
+
+class DoubleConvLayer(nn.Module):
+    def __init__(self, in_channels, out_channels, norm="batch"):
+        super().__init__()
+        bias = norm == "none"  # a bias right before BatchNorm is redundant
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias),
+            norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=bias),
+            norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class DownSampleLayer(nn.Module):
+    def __init__(self, in_channels, out_channels, norm="batch"):
+        super().__init__()
+        self.conv = DoubleConvLayer(in_channels, out_channels, norm)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, x):
+        down = self.conv(x)
+        return down, self.pool(down)
+
+
+class UpSampleLayer(nn.Module):
+    def __init__(self, in_channels, out_channels, norm="batch"):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
+        self.conv = DoubleConvLayer(in_channels, out_channels, norm)
+
+    def forward(self, x, skip):
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
