@@ -55,6 +55,13 @@ def level_gain(noisy, target_db):
     return 10 ** (target_db / 20) / rms.clamp_min(1e-5)
 
 
+def subtract_noise(spec, noise_mag, floor):
+    """Spectral subtraction with a floor, keeping the noisy phase: |S| = max(|Y| - |N|, floor |Y|)."""
+    mag = spec.abs()
+    clean_mag = torch.maximum(mag - noise_mag, floor * mag)
+    return spec * (clean_mag / mag.clamp_min(1e-20))
+
+
 class NoiseSubtractionDenoiser(nn.Module):
     def __init__(self, audio: AudioConfig = AudioConfig(), base_channels=16, depth=4, norm="batch",
                  floor_db=-30.0, level_db=-25.0):
@@ -79,8 +86,7 @@ class NoiseSubtractionDenoiser(nn.Module):
         spec = stft(noisy * gain, self.audio)
         mag = spec.abs()
         noise_mag = self.noise_fraction(mag) * mag
-        clean_mag = torch.maximum(mag - noise_mag, self.floor * mag)
-        clean_spec = spec * (clean_mag / mag.clamp_min(1e-20))  # keep the noisy phase
+        clean_spec = subtract_noise(spec, noise_mag, self.floor)
         return istft(clean_spec, self.audio, noisy.shape[-1]) / gain, noise_mag / gain[..., None]
 
 

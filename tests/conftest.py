@@ -26,19 +26,20 @@ def noise_clip(kind, seconds, sr, rng):
     n = int(seconds * sr)
     if kind == "hiss":
         x = rng.standard_normal(n)
-    else:  # hum with a little hiss
-        t = np.arange(n) / sr
-        x = sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8)) + 0.05 * rng.standard_normal(n)
+    else:  # a hiss band above the voice, 3-7 kHz, that swells and fades
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.fft.rfftfreq(n, 1 / sr)
+        x = np.fft.irfft(spec * ((f > 3000) & (f < 7000)), n) * (1.2 + np.sin(2 * np.pi * 0.7 * np.arange(n) / sr))
     return (0.1 * x / np.sqrt(np.mean(x ** 2))).astype(np.float32)
 
 
-def make_corpus(root, n_speakers=4, files_per_speaker=2, seconds=2.5, noise_files=3, sr=SR):
+def make_corpus(root, n_speakers=6, files_per_speaker=3, seconds=3.0, noise_files=3, sr=SR):
     rng = np.random.default_rng(0)
     for s in range(n_speakers):
         (root / "speech" / f"spk{s}").mkdir(parents=True)
         for f in range(files_per_speaker):
             sf.write(root / "speech" / f"spk{s}" / f"utt{f}.wav", voiced(seconds, sr, 100 + 40 * s, rng), sr)
-    for kind in ("hiss", "hum"):
+    for kind in ("hiss", "band"):
         (root / "noise" / kind).mkdir(parents=True)
         for f in range(noise_files):
             sf.write(root / "noise" / kind / f"{kind}{f}.wav", noise_clip(kind, 3.0, sr, rng), sr)

@@ -1,0 +1,52 @@
+"""unet.py / unet_utils.py: shapes for any input size, the seed's size, and what subtraction guarantees."""
+import numpy as np
+import pytest
+import torch
+
+from audio import AudioConfig, istft, si_sdr, stft
+from conftest import noise_clip, voiced
+from unet import NoiseSubtractionDenoiser, UNet, count_parameters, subtract_noise
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("size", [(256, 1), (256, 125), (31, 17), (257, 300)])
+def test_unet_keeps_any_input_size(depth, size):
+    net = UNet(1, 1, base_channels=4, depth=depth).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 1, *size)).shape == (2, 1, *size)
+
+
+def test_seed_size_is_one_flag_away():
+    # 64 base channels, depth 4, no normalisation: the seed's 31.0 M parameters
+    assert count_parameters(UNet(1, 1, base_channels=64, depth=4, norm="none")) == pytest.approx(31.03e6, rel=1e-3)
+
+
+def test_subtracting_the_true_noise_gives_back_the_voice():
+    cfg = AudioConfig()
+    rng = np.random.default_rng(0)
+    voice = torch.from_numpy(voiced(2.0, 16000, 120, rng))
+    noise = torch.from_numpy(noise_clip("hiss", 2.0, 16000, rng)) * 0.5
+    noisy = voice + noise
+    spec = stft(noisy, cfg)
+    est = istft(subtract_noise(spec, stft(noise, cfg).abs(), 0.0), cfg, len(noisy))
+    assert si_sdr(noisy, voice) < 5
+    assert si_sdr(est, voice) > si_sdr(noisy, voice) + 10  # the noisy phase keeps it from being exact
+    # no noise: nothing changes; all noise: the floor is what remains
+    assert torch.allclose(istft(subtract_noise(spec, torch.zeros_like(spec.abs()), 0.1), cfg, len(noisy)), noisy, atol=1e-5)
+    floored = istft(subtract_noise(spec, spec.abs(), 0.1), cfg, len(noisy))
+    assert torch.allclose(floored, 0.1 * noisy, atol=1e-5)
+
+
+def test_denoiser_bounds_silence_and_level():
+    torch.manual_seed(0)
+    model = NoiseSubtractionDenoiser(base_channels=4, depth=2).eval()
+    x = torch.randn(2, 8000) * 0.1
+    with torch.no_grad():
+        y, noise = model(x)
+        assert y.shape == x.shape and noise.shape == (2, 257, 8000 // 128 + 1)
+        cfg = model.audio
+        ys, xs = stft(y, cfg).abs(), stft(x, cfg).abs()
+        assert torch.all(ys <= xs * 1.01 + 1e-6) and torch.all(ys >= model.floor * xs * 0.99 - 1e-6)
+        assert torch.equal(model(torch.zeros(1, 4000))[0], torch.zeros(1, 4000))  # silence in, silence out
+        y2, _ = model(10 * x)  # the level is normalised inside: 20 dB louder in, 20 dB louder out
+        assert torch.allclose(y2, 10 * y, rtol=1e-3, atol=1e-5)
