@@ -13,6 +13,8 @@ so a full-scale sine wave reads 0 dB in its bin, and every value is clipped to
 * 65535, i.e. steps of 0.0018 dB, with low frequencies at the bottom of the image.
 """
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -22,7 +24,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus", ".m4a", ".3gp")
+NEEDS_FFMPEG = (".3gp", ".m4a", ".aac", ".amr", ".wma", ".mp4")  # formats libsndfile cannot read
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus") + NEEDS_FFMPEG
 
 
 class UserError(Exception):
@@ -153,9 +156,11 @@ def write_audio(path, audio, sr, subtype="FLOAT"):
 
 
 def load_audio(path, sr=None, mono=False):
-    """Read any file soundfile (or librosa's fallback) can: returns float32 [channels, n] and its rate.
+    """Read an audio file: returns float32 [channels, n] and its rate.
 
-    With sr given, the audio is resampled to it (soxr, high quality); with mono, channels are averaged.
+    libsndfile (soundfile) reads WAV, FLAC, OGG, MP3, AIFF...; formats it lacks (.3gp, .m4a...) are
+    decoded by ffmpeg when it is on the PATH. With sr, the audio is resampled (soxr); with mono,
+    channels are averaged.
     """
     path = Path(path)
     if not path.is_file():
@@ -163,21 +168,30 @@ def load_audio(path, sr=None, mono=False):
     try:
         audio, file_sr = sf.read(path, dtype="float32", always_2d=True)
         audio = audio.T
-    except Exception:
-        try:  # formats libsndfile lacks (m4a, 3gp...) via librosa's audioread fallback
-            import warnings
-            import librosa
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                audio, file_sr = librosa.load(path, sr=None, mono=False)
-            audio = np.atleast_2d(audio).astype(np.float32)
-        except Exception as e:
-            raise UserError(f"cannot read audio from {path} ({type(e).__name__})") from None
+    except Exception as e:
+        if not shutil.which("ffmpeg"):
+            hint = " (ffmpeg, which would read it, is not installed)" if path.suffix.lower() in NEEDS_FFMPEG else ""
+            raise UserError(f"cannot read audio from {path}: {str(e).splitlines()[0][:100]}{hint}") from None
+        audio, file_sr = ffmpeg_decode(path)
+    if audio.shape[1] == 0:
+        raise UserError(f"{path} holds no audio samples")
     if mono:
         audio = audio.mean(axis=0, keepdims=True)
     if sr is not None and file_sr != sr:
         audio, file_sr = resample(audio, file_sr, sr), sr
     return np.ascontiguousarray(audio, dtype=np.float32), int(file_sr)
+
+
+def ffmpeg_decode(path):
+    """Decode any format ffmpeg knows to float32 [channels, n] through a temporary float WAV."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = os.path.join(tmp, "decoded.wav")
+        r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-c:a", "pcm_f32le", wav],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not os.path.exists(wav):
+            raise UserError(f"cannot read audio from {path}: ffmpeg says {r.stderr.strip().splitlines()[-1:]}")
+        audio, file_sr = sf.read(wav, dtype="float32", always_2d=True)
+    return audio.T, file_sr
 
 
 def resample(audio, sr_in, sr_out):

@@ -19,16 +19,22 @@ of audio.py, plus data/processed/manifest.csv and the settings in data/processed
 import argparse
 import csv
 import functools
+import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import time
+import urllib.error
+import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from audio import (AudioConfig, UserError, find_audio, load_audio, mix, rms, run_main, save_png, spectrogram_db,
+from audio import (NEEDS_FFMPEG, AudioConfig, UserError, find_audio, load_audio, mix, rms, run_main, save_png, spectrogram_db,
                    write_audio)
 
 SPLITS = ("train", "val", "test")
@@ -36,6 +42,7 @@ KINDS = ("noisy_voice", "voice", "noise")
 MANIFEST_FIELDS = ["id", "split", "speech_source", "speaker", "speech_start_s", "noise_source", "noise_category",
                    "noise_start_s", "snr_db", "level_db", "seconds"]
 DEMO_DIR = Path("data/demo")
+ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
 
 
 def parse_args(argv=None):
@@ -45,6 +52,18 @@ def parse_args(argv=None):
     p.add_argument("--noise-dir", type=Path, help="folder tree of noise (subfolder = category); "
                    "default data/noise, or the demo corpus when that holds no audio")
     p.add_argument("--demo", action="store_true", help="use the built-in demo corpus even if data/ has audio")
+    p.add_argument("--speech-labels", type=Path, help="CSV with 'file' and 'speaker' columns (paths relative to "
+                   "the CSV or the speech folder), for corpora that keep speakers in metadata")
+    p.add_argument("--speaker-regex", help="regex whose first group is the speaker in a file name, e.g. '^([^_]+)_'")
+    p.add_argument("--noise-labels", type=Path, help="CSV with 'file' and 'category' columns for the noise")
+    p.add_argument("--noise-categories", nargs="+", metavar="CAT", help="use only these noise categories")
+    p.add_argument("--exclude-categories", nargs="+", metavar="CAT", help="leave out these noise categories")
+    p.add_argument("--val-folds", type=int, nargs="+", default=[4], help="ESC-50 folds for validation noise")
+    p.add_argument("--test-folds", type=int, nargs="+", default=[5], help="ESC-50 folds for test noise")
+    p.add_argument("--download-esc50", type=Path, metavar="DIR", help="download and unpack ESC-50 into DIR "
+                   "(resumable) and use it as the noise folder unless --noise-dir is given")
+    p.add_argument("--esc50-url", default=ESC50_URL)
+    p.add_argument("--esc50-sha256", help="expected SHA-256 of the archive (checked when given)")
     p.add_argument("--out", type=Path, default=Path("data/processed"), help="where the prepared set goes")
     p.add_argument("--clip-seconds", type=float, default=4.0, help="length of each mixture")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR in dB")
@@ -70,40 +89,185 @@ def parse_args(argv=None):
     return args
 
 
-# ----------------------------------------------------------------------------- corpora and splits
+# ----------------------------------------------------------------------------- corpora and labels
 def resolve_corpora(args):
     """Pick the speech and noise folders: given ones, data/speech + data/noise, or the demo corpus."""
     speech, noise = args.speech_dir, args.noise_dir
+    if args.download_esc50:
+        noise = noise or args.download_esc50
     for flag, folder in (("--speech-dir", speech), ("--noise-dir", noise)):
         if folder is not None and not folder.is_dir():
             raise UserError(f"{flag} {folder} is not a folder")
+    given_speech, given_noise = speech is not None, noise is not None
     speech = speech or Path("data/speech")
     noise = noise or Path("data/noise")
-    use_demo = args.demo or (args.speech_dir is None and not (speech.is_dir() and find_audio(speech))) \
-        or (args.noise_dir is None and not (noise.is_dir() and find_audio(noise)))
+    use_demo = args.demo or (not given_speech and not (speech.is_dir() and find_audio(speech))) \
+        or (not given_noise and not (noise.is_dir() and find_audio(noise)))
     if use_demo:
-        if args.speech_dir or args.noise_dir:
-            print("note: --speech-dir/--noise-dir given but the demo corpus is used for the other one")
         if not (DEMO_DIR / "DEMO_CORPUS.txt").exists():
             import demo_corpus
             print(f"no speech/noise in data/: building the DEMO corpus in {DEMO_DIR} (synthetic, offline)")
             demo_corpus.build_demo_corpus(DEMO_DIR, sr=args.sample_rate, seed=args.seed)
-        speech = args.speech_dir or DEMO_DIR / "speech"
-        noise = args.noise_dir or DEMO_DIR / "noise"
-    speech_files, noise_files = find_audio(speech), find_audio(noise)
-    if not speech_files:
-        raise UserError(f"no audio files in speech folder {speech}")
-    if not noise_files:
-        raise UserError(f"no audio files in noise folder {noise}")
-    return speech, speech_files, noise, noise_files, use_demo
+        speech = speech if given_speech and not args.demo else DEMO_DIR / "speech"
+        noise = noise if given_noise and not args.demo else DEMO_DIR / "noise"
+        print(f"using the DEMO corpus for {' and '.join(n for n, d in (('speech', speech), ('noise', noise)) if DEMO_DIR in d.parents)}")
+    return speech, noise, use_demo
 
 
-def label(path, root):
-    """Speaker of a speech file / category of a noise file: its first subfolder, else None."""
+def usable_audio(folder, what):
+    """Audio files under folder; formats that need ffmpeg are skipped, with one warning, when it is missing."""
+    files = find_audio(folder)
+    if not shutil.which("ffmpeg"):
+        skipped = [f for f in files if f.suffix.lower() in NEEDS_FFMPEG]
+        if skipped:
+            kinds = ", ".join(sorted({f.suffix.lower() for f in skipped}))
+            print(f"warning: skipping {len(skipped)} {kinds} {what} files: ffmpeg is not on the PATH to decode them")
+            files = [f for f in files if f.suffix.lower() not in NEEDS_FFMPEG]
+    if not files:
+        raise UserError(f"no audio files in {what} folder {folder}")
+    return files
+
+
+def first_subfolder(path, root):
     parts = path.relative_to(root).parts
     return parts[0] if len(parts) > 1 else None
 
 
+def read_labels(csv_path, column, roots):
+    """{file: label} from a CSV with a `file` (or `filename`) column; paths relative to any of roots."""
+    if not Path(csv_path).is_file():
+        raise UserError(f"no such labels file: {csv_path}")
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    name_col = next((c for c in ("file", "filename", "path") if rows and c in rows[0]), None)
+    if name_col is None or column not in rows[0]:
+        raise UserError(f"{csv_path} needs a 'file' and a '{column}' column")
+    labels = {}
+    for r in rows:
+        for root in roots:
+            p = (Path(root) / r[name_col]).resolve()
+            if p.exists():
+                labels[p] = r[column]
+                break
+    return labels
+
+
+def speakers_of(files, root, args):
+    """Speaker of each speech file: --speech-labels CSV, else its subfolder, else --speaker-regex on the name."""
+    if args.speech_labels:
+        labels = read_labels(args.speech_labels, "speaker", [args.speech_labels.parent, root])
+        return {f: labels.get(f.resolve()) for f in files}
+    if args.speaker_regex:
+        pattern = re.compile(args.speaker_regex)
+        found = {f: pattern.search(f.name) for f in files}
+        return {f: (m.group(1) if m and m.groups() else m.group(0) if m else None) for f, m in found.items()}
+    return {f: first_subfolder(f, root) for f in files}
+
+
+def esc50_meta(root):
+    """{file: (category, fold)} when root is ESC-50 as downloaded (audio/*.wav, meta/esc50.csv)."""
+    meta = Path(root) / "meta" / "esc50.csv"
+    if not (meta.is_file() and (Path(root) / "audio").is_dir()):
+        return None
+    with open(meta, newline="") as fh:
+        return {(Path(root) / "audio" / r["filename"]).resolve(): (r["category"], int(r["fold"]))
+                for r in csv.DictReader(fh)}
+
+
+def noise_labels(files, root, args):
+    """{file: category} and {file: ESC-50 fold or None}; then the --noise-categories selection."""
+    esc = esc50_meta(root)
+    if esc is not None:
+        files = [f for f in files if f.resolve() in esc]
+        cats = {f: esc[f.resolve()][0] for f in files}
+        folds = {f: esc[f.resolve()][1] for f in files}
+        print(f"noise: ESC-50 layout, {len(set(cats.values()))} categories, split by fold "
+              f"(val {args.val_folds}, test {args.test_folds})")
+    else:
+        if args.noise_labels:
+            labels = read_labels(args.noise_labels, "category", [args.noise_labels.parent, root])
+            cats = {f: labels.get(f.resolve()) or first_subfolder(f, root) or "noise" for f in files}
+        else:
+            cats = {f: first_subfolder(f, root) or "noise" for f in files}
+        folds = {f: None for f in files}
+    keep = set(cats.values())
+    if args.noise_categories:
+        unknown = set(args.noise_categories) - keep
+        if unknown:
+            raise UserError(f"no noise of categories {sorted(unknown)}; there are: {', '.join(sorted(keep))}")
+        keep &= set(args.noise_categories)
+    keep -= set(args.exclude_categories or ())
+    cats = {f: c for f, c in cats.items() if c in keep}
+    if not cats:
+        raise UserError("the category selection leaves no noise recordings")
+    return cats, {f: folds[f] for f in cats}
+
+
+def download_esc50(dest, url=ESC50_URL, sha256=None):
+    """Fetch ESC-50 into dest (audio/, meta/), resuming a partial download where the server allows.
+
+    The archive grows as dest/ESC-50.zip.part and is unpacked only once complete and verified;
+    meta/ is moved in last, so a folder without meta/esc50.csv is never taken for a finished one.
+    """
+    dest = Path(dest)
+    if esc50_meta(dest) is not None:
+        print(f"ESC-50 is already in {dest}")
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    part = dest / "ESC-50.zip.part"
+    have = part.stat().st_size if part.exists() else 0
+    try:
+        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            resp = urllib.request.urlopen(req, timeout=60)
+        except urllib.error.HTTPError as e:
+            if e.code != 416:  # 416: the range is past the end; start again from scratch
+                raise
+            have, resp = 0, urllib.request.urlopen(url, timeout=60)
+        if have and resp.status != 206:  # the server ignored the range: restart cleanly
+            have = 0
+        size = resp.headers.get("Content-Length")
+        total = int(size) + have if size else None
+        with resp, open(part, "ab" if have else "wb") as fh, \
+                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc="downloading ESC-50") as bar:
+            while chunk := resp.read(1 << 16):
+                fh.write(chunk)
+                bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"downloading {url} failed ({getattr(e, 'reason', e)}); run again to resume") from None
+    if total is not None and part.stat().st_size != total:
+        raise UserError(f"download stopped at {part.stat().st_size} of {total} bytes; run again to resume")
+    if sha256:
+        digest = hashlib.sha256(part.read_bytes()).hexdigest()
+        if digest != sha256.lower():
+            part.unlink()
+            raise UserError(f"ESC-50 archive has SHA-256 {digest}, expected {sha256}; deleted it, run again")
+    try:
+        with zipfile.ZipFile(part) as zf:
+            if zf.testzip() is not None:
+                raise zipfile.BadZipFile("CRC error")
+            tmp = dest / ".unpacking"
+            shutil.rmtree(tmp, ignore_errors=True)
+            zf.extractall(tmp)
+    except zipfile.BadZipFile as e:
+        part.unlink()
+        raise UserError(f"the ESC-50 archive is corrupt ({e}); deleted it, run again") from None
+    top = next((m.parent.parent for m in tmp.rglob("meta/esc50.csv")), None)
+    if top is None or not (top / "audio").is_dir():
+        raise UserError(f"the archive from {url} has no audio/ and meta/esc50.csv")
+    shutil.rmtree(dest / "audio", ignore_errors=True)
+    os.replace(top / "audio", dest / "audio")
+    os.replace(top / "meta", dest / "meta")  # last: its presence marks the download complete
+    shutil.rmtree(tmp)
+    part.unlink()
+    meta = esc50_meta(dest)
+    missing = [f for f in meta if not f.exists()]
+    if missing:
+        raise UserError(f"ESC-50 in {dest} lacks {len(missing)} files listed in meta/esc50.csv")
+    print(f"ESC-50: {len(meta)} clips in {dest}")
+
+
+# ----------------------------------------------------------------------------- splits
 def split_groups(groups, val_frac, test_frac, rng):
     """Shuffle groups and cut them into train/val/test; val and test get at least one when possible."""
     groups = sorted(groups)
@@ -114,44 +278,50 @@ def split_groups(groups, val_frac, test_frac, rng):
     return {"test": groups[:n_test], "val": groups[n_test:n_test + n_val], "train": groups[n_test + n_val:]}
 
 
-def split_speech(files, root, args, rng):
-    speakers = {f: label(f, root) for f in files}
-    by_speaker = len({s for s in speakers.values() if s}) >= 3 and all(speakers.values())
+def split_speech(speakers, args, rng):
+    """By speaker when at least three are known for every file, else by recording."""
+    files = sorted(speakers)
+    by_speaker = len(set(speakers.values())) >= 3 and all(speakers.values())
     key = (lambda f: speakers[f]) if by_speaker else (lambda f: str(f))
     parts = split_groups({key(f) for f in files}, args.val_fraction, args.test_fraction, rng)
     where = {g: s for s, gs in parts.items() for g in gs}
-    print(f"speech: {len(files)} files, split by {'speaker' if by_speaker else 'recording'}")
+    print(f"speech: {len(files)} recordings, split by {'speaker' if by_speaker else 'recording'}")
     return {s: [f for f in files if where[key(f)] == s] for s in SPLITS}
 
 
-def split_noise(files, root, args, rng):
-    """Split noise recordings per category (categories with >= 3 files), pooling the rest."""
-    cats = {}
-    for f in files:
-        cats.setdefault(label(f, root) or "noise", []).append(f)
+def split_noise(cats, folds, args, rng):
+    """ESC-50: by fold. Otherwise per category (categories with >= 3 recordings), pooling the rest."""
     out = {s: [] for s in SPLITS}
+    if all(fold is not None for fold in folds.values()):
+        for f in sorted(cats):
+            out["test" if folds[f] in args.test_folds else "val" if folds[f] in args.val_folds else "train"].append(f)
+        return out
+    by_cat = {}
+    for f in sorted(cats):
+        by_cat.setdefault(cats[f], []).append(f)
     pool = []
-    for cat in sorted(cats):
-        if len(cats[cat]) >= 3:
-            parts = split_groups(cats[cat], args.val_fraction, args.test_fraction, rng)
+    for cat in sorted(by_cat):
+        if len(by_cat[cat]) >= 3:
+            parts = split_groups(by_cat[cat], args.val_fraction, args.test_fraction, rng)
             for s in SPLITS:
                 out[s] += parts[s]
         else:
-            pool += cats[cat]
+            pool += by_cat[cat]
     parts = split_groups(pool, args.val_fraction, args.test_fraction, rng)
-    for s in SPLITS:
-        out[s] = sorted(out[s] + parts[s])
-    for s in SPLITS:
-        if not out[s] and (s == "train" or getattr(args, f"{s}_fraction") > 0):
-            raise UserError(f"too few noise recordings ({len(files)}) to give the {s} split its own")
-    return out
+    return {s: sorted(out[s] + parts[s]) for s in SPLITS}
 
 
 # ----------------------------------------------------------------------------- chunking (VAD)
 def speech_chunks(path, args):
-    """Start samples of the clip-long chunks of one recording that hold enough speech."""
-    audio, _ = load_audio(path, sr=args.sample_rate, mono=True)
-    x = audio[0]
+    """(start samples of the clip-long chunks that hold enough speech, seconds read); None if unreadable."""
+    try:
+        x = load_audio(path, sr=args.sample_rate, mono=True)[0][0]
+    except UserError:
+        return None
+    return find_speech(x, args), len(x) / args.sample_rate
+
+
+def find_speech(x, args):
     clip = round(args.clip_seconds * args.sample_rate)
     frame = args.sample_rate // 50  # 20 ms
     n_frames = len(x) // frame
@@ -184,7 +354,11 @@ def _load_noise(path, sr):
 
 
 def noise_length(path, sr):
-    return len(_load_noise(path, sr))
+    """Samples of sound in a noise recording at sr; -1 if it cannot be read."""
+    try:
+        return len(_load_noise(path, sr))
+    except UserError:
+        return -1
 
 
 def noise_segment(noise, start, n):
@@ -221,29 +395,28 @@ def make_item(job, out, args, cfg):
     return noise_start
 
 
-def plan(splits_speech, splits_noise, chunks, noise_len, speech_root, noise_root, args):
+def plan(speech, noise, chunks, noise_len, speakers, cats, speech_root, noise_root, args):
     """Decide every mixture up front (deterministic), so workers only execute."""
     jobs = []
     clip = round(args.clip_seconds * args.sample_rate)
     for si, split in enumerate(SPLITS):
         rng = np.random.default_rng([args.seed, si])
-        noise_files = splits_noise[split]
         # pick a category first, then a recording, so a category with many files does not dominate
         by_cat = {}
-        for f in noise_files:
-            by_cat.setdefault(label(f, noise_root) or "noise", []).append(f)
-        cats = sorted(by_cat)
+        for f in noise[split]:
+            by_cat.setdefault(cats[f], []).append(f)
+        names = sorted(by_cat)
         n = 0
-        for f in splits_speech[split]:
+        for f in speech[split]:
             for start in chunks[f]:
                 for _ in range(args.mixes_per_clip):
-                    cat = cats[rng.integers(len(cats))]
+                    cat = names[rng.integers(len(names))]
                     nf = by_cat[cat][rng.integers(len(by_cat[cat]))]
                     nstart = int(rng.integers(noise_len[nf] - clip + 1 if noise_len[nf] >= clip else noise_len[nf]))
                     jobs.append(dict(
                         id=f"{split}_{n:05d}", split=split, speech_path=f, speech_start=start,
-                        speech_source=str(f.relative_to(speech_root)), speaker=label(f, speech_root) or f.stem,
-                        noise_path=nf, noise_start=nstart, noise_source=str(nf.relative_to(noise_root)),
+                        speech_source=f.relative_to(speech_root).as_posix(), speaker=speakers[f] or f.stem,
+                        noise_path=nf, noise_start=nstart, noise_source=nf.relative_to(noise_root).as_posix(),
                         noise_category=cat, snr_db=round(float(rng.uniform(*args.snr_range)), 2),
                         level_db=round(float(rng.uniform(*args.level_range)), 2)))
                     n += 1
@@ -289,30 +462,45 @@ def check_existing(out, settings, overwrite):
 
 def main(argv=None):
     args = parse_args(argv)
+    t0 = time.time()
     cfg = AudioConfig(sample_rate=args.sample_rate)
-    speech_root, speech_files, noise_root, noise_files, demo = resolve_corpora(args)
+    if args.download_esc50:
+        download_esc50(args.download_esc50, args.esc50_url, args.esc50_sha256)
+    speech_root, noise_root, demo = resolve_corpora(args)
+    speech_files, noise_files = usable_audio(speech_root, "speech"), usable_audio(noise_root, "noise")
     settings = dict(audio=cfg.to_dict(), demo=demo, speech_dir=str(speech_root), noise_dir=str(noise_root),
                     n_speech_files=len(speech_files), n_noise_files=len(noise_files),
-                    **{k: v for k, v in vars(args).items()
-                       if k not in ("speech_dir", "noise_dir", "out", "workers", "overwrite", "demo")})
-    settings = json.loads(json.dumps(settings))  # tuples -> lists, as they read back
+                    **{k: v for k, v in vars(args).items() if k not in ("speech_dir", "noise_dir", "out", "workers",
+                                                                        "overwrite", "demo", "download_esc50")})
+    settings = json.loads(json.dumps(settings, default=str))  # tuples -> lists, paths -> str, as they read back
     out = args.out
     check_existing(out, settings, args.overwrite)
 
+    # read every recording once: speech chunks that hold speech, noise lengths; skip what cannot be read
+    found = run_parallel(functools.partial(speech_chunks, args=args), speech_files, args.workers, "finding speech")
+    lengths = run_parallel(functools.partial(noise_length, sr=args.sample_rate), noise_files, args.workers,
+                           "reading noise")
+    bad = [f for f, c in zip(speech_files, found) if c is None] + [f for f, n in zip(noise_files, lengths) if n < 0]
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable files: {', '.join(str(f) for f in bad[:5])}"
+              f"{' ...' if len(bad) > 5 else ''}")
+    chunks = {f: c[0] for f, c in zip(speech_files, found) if c is not None}
+    speech_seconds = sum(c[1] for c in found if c is not None)
+    noise_len = {f: n for f, n in zip(noise_files, lengths) if n > 0}
+    print(f"{sum(map(len, chunks.values()))} speech chunks of {args.clip_seconds:g} s kept "
+          f"({sum(1 for c in chunks.values() if not c)} recordings too short or silent)")
+
+    # split by speaker/recording and by noise recording (or ESC-50 fold), then plan every mixture
     rng = np.random.default_rng(args.seed)
-    speech = split_speech(speech_files, speech_root, args, rng)
-    noise = split_noise(noise_files, noise_root, args, rng)
-    all_speech = [f for s in SPLITS for f in speech[s]]
-    chunk_lists = run_parallel(functools.partial(speech_chunks, args=args), all_speech, args.workers, "finding speech")
-    chunks = dict(zip(all_speech, chunk_lists))
-    print(f"{sum(map(len, chunk_lists))} speech chunks of {args.clip_seconds:g} s kept "
-          f"({sum(1 for c in chunk_lists if not c)} recordings too short or silent)")
-    noise_lens = run_parallel(functools.partial(noise_length, sr=args.sample_rate), noise_files, args.workers,
-                              "reading noise")
-    noise_len = dict(zip(noise_files, noise_lens))
+    speakers = speakers_of(list(chunks), speech_root, args)
+    cats, folds = noise_labels(list(noise_len), noise_root, args)
+    speech = split_speech(speakers, args, rng)
+    noise = split_noise(cats, folds, args, rng)
     for s in SPLITS:
-        noise[s] = [f for f in noise[s] if noise_len[f] > 0]
-    jobs = plan(speech, noise, chunks, noise_len, speech_root, noise_root, args)
+        wanted = s == "train" or getattr(args, f"{s}_fraction") > 0
+        if wanted and not noise[s]:
+            raise UserError(f"too few noise recordings ({len(cats)}) to give the {s} split its own")
+    jobs = plan(speech, noise, chunks, noise_len, speakers, cats, speech_root, noise_root, args)
     for s in SPLITS:
         if not any(j["split"] == s for j in jobs) and (s == "train" or getattr(args, f"{s}_fraction") > 0):
             raise UserError(f"the {s} split got no speech: give more speakers/recordings or change the fractions")
@@ -327,10 +515,9 @@ def main(argv=None):
     rows = []
     clip_s = round(args.clip_seconds * args.sample_rate) / args.sample_rate
     for j, noise_start in zip(jobs, starts):
-        j["noise_start"] = noise_start
         rows.append(dict(id=j["id"], split=j["split"], speech_source=j["speech_source"], speaker=j["speaker"],
                          speech_start_s=round(j["speech_start"] / args.sample_rate, 4), noise_source=j["noise_source"],
-                         noise_category=j["noise_category"], noise_start_s=round(j["noise_start"] / args.sample_rate, 4),
+                         noise_category=j["noise_category"], noise_start_s=round(noise_start / args.sample_rate, 4),
                          snr_db=j["snr_db"], level_db=j["level_db"], seconds=clip_s))
     tmp = out / "manifest.csv.tmp"
     with open(tmp, "w", newline="") as fh:
@@ -339,8 +526,10 @@ def main(argv=None):
         w.writerows(rows)
     os.replace(tmp, out / "manifest.csv")
     counts = ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in SPLITS)
-    tag = " (DEMO corpus)" if demo else ""
-    print(f"wrote {len(rows)} mixtures to {out}{tag}: {counts}")
+    took = time.time() - t0
+    print(f"wrote {len(rows)} mixtures to {out}{' (DEMO corpus)' if demo else ''}: {counts}")
+    print(f"read {speech_seconds / 60:.1f} min of speech and wrote {len(rows) * clip_s / 60:.1f} min of mixtures "
+          f"in {took:.0f} s ({speech_seconds / took:.0f}x real time) with {args.workers} workers")
 
 
 if __name__ == "__main__":

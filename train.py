@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    help="continue a run (default: the _last checkpoint beside --out)")
     p.add_argument("--init-from", type=Path, help="start from these weights (fine-tuning)")
     p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better val SI-SDR (0: never)")
+    p.add_argument("--stop-after", type=int, help="end this run after this epoch (the schedule still spans --epochs; "
+                   "continue later with --resume)")
     args = p.parse_args(argv)
     if args.resume and args.init_from:
         p.error("--resume and --init-from exclude each other (resume continues a run; init-from starts a new one)")
@@ -222,7 +224,7 @@ def main(argv=None):
         improved = val_sdr > best
         best = max(best, val_sdr)
         print(f"epoch {epoch}: train loss {running / n:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
-              f"(noisy {val_noisy:.2f}, +{val_sdr - val_noisy:.2f}){' *best*' if improved else ''} "
+              f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if improved else ''} "
               f"[{time.time() - t0:.0f} s]")
         if improved:
             save_checkpoint(out, model, optimizer, scheduler, epoch, best, history, args)
@@ -232,6 +234,9 @@ def main(argv=None):
         since_best = epoch - max(h["epoch"] for h in history if h["val_si_sdr"] == best)
         if args.patience and since_best >= args.patience:
             print(f"no better validation SI-SDR for {args.patience} epochs: stopping early")
+            break
+        if args.stop_after and epoch >= args.stop_after:
+            print(f"stopping after epoch {epoch} as asked; continue with --resume")
             break
 
     # the figure a user wants: how much the best model improves the unseen test split

@@ -62,3 +62,15 @@ def prepared(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "processed"
     prepare_data.main(prepare_args(*corpus, out))
     return out
+
+
+TINY_MODEL = ["--base-channels", "8", "--depth", "2", "--segment-seconds", "1", "--batch-size", "4", "--lr", "3e-3"]
+
+
+@pytest.fixture(scope="session")
+def trained(prepared, tmp_path_factory):
+    """A tiny model trained for 10 epochs on the tiny set (about 15 s on a laptop CPU)."""
+    import train
+    out = tmp_path_factory.mktemp("model") / "unet.pt"
+    train.main(["--data-dir", str(prepared), "--out", str(out), "--epochs", "10", *TINY_MODEL])
+    return out

@@ -1,6 +1,13 @@
 """prepare_data.py: layout, exact sums, SNRs to 0.1 dB, splits by source, reproducibility, refusals."""
 import csv
+import hashlib
+import http.server
+import io
 import json
+import shutil
+import socket
+import threading
+import zipfile
 
 import numpy as np
 import pytest
@@ -89,7 +96,7 @@ def test_vad_drops_silent_chunks(tmp_path):
     x[:16000] = 0.3 * np.sin(np.arange(16000) * 0.2)  # one second of 'speech', three of silence
     sf.write(speech / "r.wav", x, 16000)
     args = prepare_data.parse_args(["--clip-seconds", "1"])
-    assert prepare_data.speech_chunks(speech / "r.wav", args) == [0]
+    assert prepare_data.speech_chunks(speech / "r.wav", args) == ([0], 4.0)
 
 
 def test_bad_input_errors(tmp_path, corpus):
@@ -100,3 +107,142 @@ def test_bad_input_errors(tmp_path, corpus):
         prepare_data.main(["--speech-dir", str(tmp_path / "empty"), "--noise-dir", str(corpus[1])])
     with pytest.raises(SystemExit):
         prepare_data.parse_args(["--snr-range", "10", "0"])
+
+
+# ----------------------------------------------------------------------------- real-corpus layouts
+def make_esc50(root, rng, per_fold=2):
+    """A miniature ESC-50: audio/<fold>-<id>-<take>-<target>.wav and meta/esc50.csv."""
+    from conftest import noise_clip
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    lines = ["filename,fold,target,category,esc10,src_file,take"]
+    for fold in range(1, 6):
+        for k in range(per_fold):
+            cat, target = (("rain", 10), ("dog", 0))[k % 2]
+            name = f"{fold}-{100 + k}-A-{target}.wav"
+            x = np.zeros(16000 * 5, np.float32)
+            x[: 16000 * 3] = noise_clip("hiss" if cat == "rain" else "band", 3.0, 16000, rng)  # zero-padded, as ESC-50 is
+            sf.write(root / "audio" / name, x, 16000)
+            lines.append(f"{name},{fold},{target},{cat},False,{100 + k},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_esc50_folds_and_categories(corpus, tmp_path):
+    esc = tmp_path / "ESC-50"
+    make_esc50(esc, np.random.default_rng(0))
+    out = tmp_path / "p"
+    prepare_data.main(prepare_args(corpus[0], esc, out, "--exclude-categories", "dog"))
+    manifest = rows(out)
+    assert {r["noise_category"] for r in manifest} == {"rain"}
+    folds = {s: {int(r["noise_source"].split("/")[-1][0]) for r in manifest if r["split"] == s} for s in ("train", "val", "test")}
+    assert folds["test"] == {5} and folds["val"] == {4} and folds["train"] <= {1, 2, 3}
+    for r in manifest:  # ESC-50's zero padding is never used as noise
+        noise, _ = sf.read(out / r["split"] / "noise" / f"{r['id']}.wav")
+        assert np.sqrt(np.mean(noise[:1600] ** 2)) > 1e-4 and np.sqrt(np.mean(noise[-1600:] ** 2)) > 1e-4
+    with pytest.raises(UserError, match="no noise of categories"):
+        prepare_data.main(prepare_args(corpus[0], esc, tmp_path / "q", "--noise-categories", "siren"))
+
+
+def test_speakers_from_labels_or_names(tmp_path, corpus):
+    from conftest import voiced
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rng = np.random.default_rng(0)
+    lines = ["file,speaker"]
+    for spk in ("ravi", "sita", "amar", "uma"):
+        for k in range(2):
+            sf.write(flat / f"{spk}_{k}.wav", voiced(2.0, 16000, 150, rng), 16000)
+            lines.append(f"flat/{spk}_{k}.wav,{spk}")
+    (tmp_path / "speakers.csv").write_text("\n".join(lines) + "\n")
+    for extra in (["--speech-labels", str(tmp_path / "speakers.csv")], ["--speaker-regex", "^([a-z]+)_"]):
+        out = tmp_path / extra[0].strip("-")
+        prepare_data.main(prepare_args(flat, corpus[1], out, *extra))
+        manifest = rows(out)
+        assert {r["speaker"] for r in manifest} == {"ravi", "sita", "amar", "uma"}
+        by_split = {s: {r["speaker"] for r in manifest if r["split"] == s} for s in ("train", "val", "test")}
+        assert all(by_split.values()) and not by_split["train"] & (by_split["val"] | by_split["test"])
+
+
+def test_unreadable_and_ffmpeg_only_files_are_skipped_with_a_warning(tmp_path, corpus, capsys, monkeypatch):
+    speech = tmp_path / "speech"
+    shutil.copytree(corpus[0], speech)
+    (speech / "spk0" / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    (speech / "spk0" / "phone.3gp").write_bytes(b"\x00" * 100)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # as on a machine without ffmpeg
+    prepare_data.main(prepare_args(speech, corpus[1], tmp_path / "p"))
+    printed = capsys.readouterr().out
+    assert "skipping 1 .3gp speech files: ffmpeg is not on the PATH" in printed
+    assert "skipped 1 unreadable files" in printed and "broken.wav" in printed
+    assert len(rows(tmp_path / "p")) == len(rows_of_corpus(corpus, tmp_path))
+
+
+def rows_of_corpus(corpus, tmp_path):
+    out = tmp_path / "reference"
+    prepare_data.main(prepare_args(*corpus, out))
+    return rows(out)
+
+
+# ----------------------------------------------------------------------------- ESC-50 download (loopback only)
+class _Archive(http.server.BaseHTTPRequestHandler):
+    data = b""
+    cut_after = None      # bytes to send before dropping the connection (once)
+    ranges = True         # whether Range requests are honoured
+
+    def do_GET(self):
+        start = 0
+        if self.ranges and self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+        body = self.data[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if type(self).cut_after is not None:
+            self.wfile.write(body[: type(self).cut_after])
+            type(self).cut_after = None
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def esc50_server(tmp_path):
+    src = tmp_path / "src" / "ESC-50-master"
+    make_esc50(src, np.random.default_rng(1), per_fold=1)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(src.rglob("*")):
+            zf.write(f, f.relative_to(src.parent).as_posix())
+    handler = type("Handler", (_Archive,), {"data": buf.getvalue()})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield handler, f"http://127.0.0.1:{server.server_port}/master.zip"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_download_esc50_resumes_or_restarts(esc50_server, tmp_path, ranges):
+    handler, url = esc50_server
+    handler.ranges, handler.cut_after = ranges, len(handler.data) // 3
+    dest = tmp_path / "esc50"
+    with pytest.raises(UserError, match="run again to resume"):
+        prepare_data.download_esc50(dest, url)
+    assert (dest / "ESC-50.zip.part").stat().st_size < len(handler.data)
+    assert prepare_data.esc50_meta(dest) is None  # a partial download never looks complete
+    prepare_data.download_esc50(dest, url, sha256=hashlib.sha256(handler.data).hexdigest())
+    meta = prepare_data.esc50_meta(dest)
+    assert len(meta) == 5 and all(f.exists() for f in meta)
+    assert sorted(p.name for p in dest.iterdir()) == ["audio", "meta"]
+
+
+def test_download_esc50_rejects_a_bad_archive(esc50_server, tmp_path):
+    handler, url = esc50_server
+    with pytest.raises(UserError, match="expected 00"):
+        prepare_data.download_esc50(tmp_path / "e", url, sha256="00" * 32)
+    assert not (tmp_path / "e" / "ESC-50.zip.part").exists() and prepare_data.esc50_meta(tmp_path / "e") is None
+    with pytest.raises(UserError, match="downloading .* failed"):
+        prepare_data.download_esc50(tmp_path / "f", "http://127.0.0.1:9/none.zip")

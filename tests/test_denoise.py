@@ -1,0 +1,112 @@
+"""denoise.py: better output than input, same rate/channels/length, seamless chunks, safe files, clear errors."""
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import denoise
+from audio import UserError, si_sdr
+from conftest import ROOT, noise_clip, voiced
+
+
+def run(*argv):
+    denoise.main([str(a) for a in argv])
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_output_is_better_than_input(trained, prepared, tmp_path):
+    for i in range(3):
+        noisy = prepared / "test" / "noisy_voice" / f"test_{i:05d}.wav"
+        voice, _ = sf.read(prepared / "test" / "voice" / f"test_{i:05d}.wav", dtype="float32")
+        out = tmp_path / f"{i}.wav"
+        run(noisy, "-o", out, "--model", trained)
+        y, _ = sf.read(out, dtype="float32")
+        before = si_sdr(torch.from_numpy(sf.read(noisy, dtype="float32")[0]), torch.from_numpy(voice))
+        assert si_sdr(torch.from_numpy(y), torch.from_numpy(voice)) > before + 1.0
+
+
+@pytest.mark.parametrize("sr,channels,subtype,ext", [(44100, 2, "PCM_16", ".wav"), (8000, 1, "FLOAT", ".wav"),
+                                                    (22050, 6, "PCM_24", ".flac"), (16000, 1, "PCM_16", ".ogg")])
+def test_keeps_rate_channels_and_length(trained, tmp_path, sr, channels, subtype, ext):
+    rng = np.random.default_rng(0)
+    n = int(sr * 1.3) + 7
+    x = np.stack([voiced(n / sr, sr, 120 + 20 * c, rng)[:n] + noise_clip("hiss", n / sr, sr, rng)[:n] * 0.3
+                  for c in range(channels)], axis=1)
+    inp = tmp_path / f"in put स्वर{ext}"  # spaces and Devanagari in the name
+    sf.write(inp, x, sr, subtype=subtype if ext != ".ogg" else "VORBIS")
+    before = digest(inp)
+    run(inp, "--model", trained)
+    out = tmp_path / f"in put स्वर_denoised{'.wav' if ext == '.ogg' else ext}"
+    info, src = sf.info(out), sf.info(inp)
+    assert (info.samplerate, info.channels, info.frames) == (sr, channels, src.frames)
+    assert digest(inp) == before  # the input is never touched
+
+
+def test_chunked_matches_whole_file(trained):
+    model = denoise.load_model(trained)
+    rng = np.random.default_rng(1)
+    x = (voiced(7.0, 16000, 130, rng) + 0.3 * noise_clip("hiss", 7.0, 16000, rng))[None]
+    whole = denoise.denoise_array(model, x, 16000, chunk_seconds=60)
+    chunked = denoise.denoise_array(model, x, 16000, chunk_seconds=1.0)
+    assert chunked.shape == whole.shape == x.shape
+    assert np.sqrt(np.mean((chunked - whole) ** 2)) < 1e-3 * np.sqrt(np.mean(whole ** 2))
+
+
+def test_silence_in_silence_out(trained, tmp_path):
+    sf.write(tmp_path / "zeros.wav", np.zeros(16000, np.float32), 16000, subtype="FLOAT")
+    run(tmp_path / "zeros.wav", "--model", trained)
+    y, _ = sf.read(tmp_path / "zeros_denoised.wav")
+    assert np.all(y == 0)
+
+
+def test_never_overwrites_by_accident(trained, tmp_path):
+    sf.write(tmp_path / "a.wav", np.random.default_rng(0).standard_normal(8000) * 0.1, 16000)
+    before = digest(tmp_path / "a.wav")
+    with pytest.raises(UserError, match="refusing to overwrite the input"):
+        run(tmp_path / "a.wav", "-o", tmp_path / "a.wav", "--model", trained, "--overwrite")
+    run(tmp_path / "a.wav", "--model", trained, "--plot")
+    assert (tmp_path / "a_denoised.png").stat().st_size > 1000
+    with pytest.raises(UserError, match="exists; pass --overwrite"):
+        run(tmp_path / "a.wav", "--model", trained)
+    run(tmp_path / "a.wav", "--model", trained, "--overwrite")
+    with pytest.raises(UserError, match="output folder does not exist"):
+        run(tmp_path / "a.wav", "-o", tmp_path / "nope" / "b.wav", "--model", trained)
+    assert digest(tmp_path / "a.wav") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "a_denoised.png", "a_denoised.wav"]
+
+
+def test_several_inputs_into_a_folder(trained, tmp_path):
+    for name in ("x.wav", "y.wav"):
+        sf.write(tmp_path / name, np.random.default_rng(0).standard_normal(4000) * 0.1, 16000)
+    (tmp_path / "out").mkdir()
+    run(tmp_path / "x.wav", tmp_path / "y.wav", "-o", tmp_path / "out", "--model", trained)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_denoised.wav", "y_denoised.wav"]
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(UserError, match="no model at"):
+        denoise.load_model(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00junk" * 100)
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        denoise.load_model(tmp_path / "junk.pt")
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="missing model_args"):
+        denoise.load_model(tmp_path / "other.pt")
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    """No model yet: one line that says how to get one, non-zero exit, no traceback."""
+    sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
+    r = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "a.wav"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "python train.py" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "missing.wav"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip() == "error: no such file: missing.wav"
+    assert not (tmp_path / "a_denoised.wav").exists()
