@@ -90,8 +90,10 @@ def denoise_stream(model, read, n, sr, gain, chunk_seconds=10.0, device="cpu"):
     treated exactly as the whole file would be.
     """
     msr = model.audio.sample_rate
-    # chunk starts fall on the STFT frame grid of the whole file, so chunking changes nothing
-    unit = model.audio.hop_length * sr // math.gcd(model.audio.hop_length * sr, msr)
+    # chunk starts fall on the whole file's STFT frame grid and on its U-Net pooling grid
+    # (every 2^depth frames), so a chunk sees exactly what the whole file would
+    grid = model.audio.hop_length * 2 ** model.unet.depth
+    unit = grid * sr // math.gcd(grid * sr, msr)
     step = max(1, round(chunk_seconds * sr / unit)) * unit
     ctx = math.ceil(context_samples(model, sr) / unit) * unit
     g = torch.as_tensor(gain, dtype=torch.float32, device=device)[:, None]
@@ -163,7 +165,8 @@ def denoise_file(model, inp, out, args):
     if not sf.check_format(fmt, subtype):
         subtype = "PCM_24" if fmt == "FLAC" else "FLOAT"
     clipped = 0
-    first = []
+    shown = min(n, 30 * sr)  # the plot shows the first 30 s
+    before, after = (read(0, shown)[0] if args.plot else None), []
 
     def write(tmp):
         nonlocal clipped
@@ -171,8 +174,8 @@ def denoise_file(model, inp, out, args):
         with sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, subtype=subtype, format=fmt) as dst:
             for piece in denoise_stream(model, read, n, sr, gain, args.chunk_seconds, args.device):
                 clipped += int(np.sum(np.abs(piece) > 1.0))
-                if args.plot and sum(p.shape[1] for p in first) < 30 * sr:
-                    first.append(piece[0])
+                if args.plot and sum(len(p) for p in after) < shown:
+                    after.append(piece[0])
                 dst.write(piece.T)
 
     try:
@@ -184,8 +187,7 @@ def denoise_file(model, inp, out, args):
         print(f"warning: {clipped} samples of {out} exceeded full scale and were clipped by the {subtype} format",
               file=sys.stderr)
     if args.plot:
-        plot_before_after(read(0, min(n, 30 * sr))[0], np.concatenate(first)[: 30 * sr], sr, model,
-                          out.with_suffix(".png"), inp.name)
+        plot_before_after(before, np.concatenate(after)[:shown], sr, model, out.with_suffix(".png"), inp.name)
     return n / sr
 
 

@@ -3,7 +3,7 @@ from conftest import ROOT
 
 
 def code_lines(text):
-    return [line.strip() for line in text.splitlines() if line.strip().startswith("python3 -m venv")]
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("python3 -m venv .venv && ")]
 
 
 def test_ci_runs_the_readme_test_command():
