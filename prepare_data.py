@@ -47,10 +47,10 @@ ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--speech-dir", type=Path, help="folder tree of clean speech (subfolder per speaker); "
-                   "default data/speech, or the demo corpus when that holds no audio")
-    p.add_argument("--noise-dir", type=Path, help="folder tree of noise (subfolder = category); "
-                   "default data/noise, or the demo corpus when that holds no audio")
+    p.add_argument("--speech-dir", type=Path, nargs="+", help="folder tree(s) of clean speech (subfolder per "
+                   "speaker); default data/speech, or the demo corpus when that holds no audio")
+    p.add_argument("--noise-dir", type=Path, nargs="+", help="folder tree(s) of noise (subfolder = category), e.g. "
+                   "real noise and data/demo/noise together; default data/noise, or the demo corpus")
     p.add_argument("--demo", action="store_true", help="use the built-in demo corpus even if data/ has audio")
     p.add_argument("--speech-labels", type=Path, help="CSV with 'file' and 'speaker' columns (paths relative to "
                    "the CSV or the speech folder), for corpora that keep speakers in metadata")
@@ -94,24 +94,30 @@ def resolve_corpora(args):
     """Pick the speech and noise folders: given ones, data/speech + data/noise, or the demo corpus."""
     speech, noise = args.speech_dir, args.noise_dir
     if args.download_esc50:
-        noise = noise or args.download_esc50
-    for flag, folder in (("--speech-dir", speech), ("--noise-dir", noise)):
-        if folder is not None and not folder.is_dir():
-            raise UserError(f"{flag} {folder} is not a folder")
-    given_speech, given_noise = speech is not None, noise is not None
-    speech = speech or Path("data/speech")
-    noise = noise or Path("data/noise")
-    use_demo = args.demo or (not given_speech and not (speech.is_dir() and find_audio(speech))) \
-        or (not given_noise and not (noise.is_dir() and find_audio(noise)))
-    if use_demo:
-        if not (DEMO_DIR / "DEMO_CORPUS.txt").exists():
-            import demo_corpus
-            print(f"no speech/noise in data/: building the DEMO corpus in {DEMO_DIR} (synthetic, offline)")
-            demo_corpus.build_demo_corpus(DEMO_DIR, sr=args.sample_rate, seed=args.seed)
-        speech = speech if given_speech and not args.demo else DEMO_DIR / "speech"
-        noise = noise if given_noise and not args.demo else DEMO_DIR / "noise"
-        print(f"using the DEMO corpus for {' and '.join(n for n, d in (('speech', speech), ('noise', noise)) if DEMO_DIR in d.parents)}")
-    return speech, noise, use_demo
+        noise = noise or [args.download_esc50]
+    for flag, folders in (("--speech-dir", speech), ("--noise-dir", noise)):
+        for folder in folders or ():
+            if not folder.is_dir():
+                raise UserError(f"{flag} {folder} is not a folder")
+    empty = lambda d: not (d.is_dir() and find_audio(d))
+    use_demo_speech = args.demo or (speech is None and empty(Path("data/speech")))
+    use_demo_noise = args.demo or (noise is None and empty(Path("data/noise")))
+    speech = [DEMO_DIR / "speech"] if use_demo_speech else speech or [Path("data/speech")]
+    noise = [DEMO_DIR / "noise"] if use_demo_noise else noise or [Path("data/noise")]
+    demo = use_demo_speech or use_demo_noise or any(DEMO_DIR in d.parents for d in speech + noise)
+    if demo and not (DEMO_DIR / "DEMO_CORPUS.txt").exists():
+        import demo_corpus
+        print(f"building the DEMO corpus in {DEMO_DIR} (synthetic, offline)")
+        demo_corpus.build_demo_corpus(DEMO_DIR, sr=args.sample_rate, seed=args.seed)
+    if use_demo_speech or use_demo_noise:
+        print(f"no {' or '.join(n for n, u in (('speech', use_demo_speech), ('noise', use_demo_noise)) if u)} in data/: "
+              "using the DEMO corpus")
+    return speech, noise, demo
+
+
+def gather(roots, what):
+    """{file: root} over several folders."""
+    return {f: root for root in roots for f in usable_audio(root, what)}
 
 
 def usable_audio(folder, what):
@@ -175,7 +181,7 @@ def esc50_meta(root):
 
 
 def noise_labels(files, root, args):
-    """{file: category} and {file: ESC-50 fold or None}; then the --noise-categories selection."""
+    """{file: category} and {file: ESC-50 fold or None} for the noise files of one folder."""
     esc = esc50_meta(root)
     if esc is not None:
         files = [f for f in files if f.resolve() in esc]
@@ -190,17 +196,7 @@ def noise_labels(files, root, args):
         else:
             cats = {f: first_subfolder(f, root) or "noise" for f in files}
         folds = {f: None for f in files}
-    keep = set(cats.values())
-    if args.noise_categories:
-        unknown = set(args.noise_categories) - keep
-        if unknown:
-            raise UserError(f"no noise of categories {sorted(unknown)}; there are: {', '.join(sorted(keep))}")
-        keep &= set(args.noise_categories)
-    keep -= set(args.exclude_categories or ())
-    cats = {f: c for f, c in cats.items() if c in keep}
-    if not cats:
-        raise UserError("the category selection leaves no noise recordings")
-    return cats, {f: folds[f] for f in cats}
+    return cats, folds
 
 
 def download_esc50(dest, url=ESC50_URL, sha256=None):
@@ -267,6 +263,21 @@ def download_esc50(dest, url=ESC50_URL, sha256=None):
     print(f"ESC-50: {len(meta)} clips in {dest}")
 
 
+def select_categories(cats, folds, args):
+    """Apply --noise-categories / --exclude-categories."""
+    keep = set(cats.values())
+    if args.noise_categories:
+        unknown = set(args.noise_categories) - keep
+        if unknown:
+            raise UserError(f"no noise of categories {sorted(unknown)}; there are: {', '.join(sorted(keep))}")
+        keep &= set(args.noise_categories)
+    keep -= set(args.exclude_categories or ())
+    cats = {f: c for f, c in cats.items() if c in keep}
+    if not cats:
+        raise UserError("the category selection leaves no noise recordings")
+    return cats, {f: folds[f] for f in cats}
+
+
 # ----------------------------------------------------------------------------- splits
 def split_groups(groups, val_frac, test_frac, rng):
     """Shuffle groups and cut them into train/val/test; val and test get at least one when possible."""
@@ -290,15 +301,14 @@ def split_speech(speakers, args, rng):
 
 
 def split_noise(cats, folds, args, rng):
-    """ESC-50: by fold. Otherwise per category (categories with >= 3 recordings), pooling the rest."""
+    """ESC-50 clips by fold; other recordings per category (those with >= 3 recordings), pooling the rest."""
     out = {s: [] for s in SPLITS}
-    if all(fold is not None for fold in folds.values()):
-        for f in sorted(cats):
-            out["test" if folds[f] in args.test_folds else "val" if folds[f] in args.val_folds else "train"].append(f)
-        return out
     by_cat = {}
     for f in sorted(cats):
-        by_cat.setdefault(cats[f], []).append(f)
+        if folds[f] is not None:
+            out["test" if folds[f] in args.test_folds else "val" if folds[f] in args.val_folds else "train"].append(f)
+        else:
+            by_cat.setdefault(cats[f], []).append(f)
     pool = []
     for cat in sorted(by_cat):
         if len(by_cat[cat]) >= 3:
@@ -395,7 +405,13 @@ def make_item(job, out, args, cfg):
     return noise_start
 
 
-def plan(speech, noise, chunks, noise_len, speakers, cats, speech_root, noise_root, args):
+def source_name(path, root_of):
+    """A file's name in the manifest: relative to its folder (prefixed by the folder when there are several)."""
+    rel = path.relative_to(root_of[path]).as_posix()
+    return f"{root_of[path].name}/{rel}" if len(set(root_of.values())) > 1 else rel
+
+
+def plan(speech, noise, chunks, noise_len, speakers, cats, speech_root_of, noise_root_of, args):
     """Decide every mixture up front (deterministic), so workers only execute."""
     jobs = []
     clip = round(args.clip_seconds * args.sample_rate)
@@ -415,8 +431,8 @@ def plan(speech, noise, chunks, noise_len, speakers, cats, speech_root, noise_ro
                     nstart = int(rng.integers(noise_len[nf] - clip + 1 if noise_len[nf] >= clip else noise_len[nf]))
                     jobs.append(dict(
                         id=f"{split}_{n:05d}", split=split, speech_path=f, speech_start=start,
-                        speech_source=f.relative_to(speech_root).as_posix(), speaker=speakers[f] or f.stem,
-                        noise_path=nf, noise_start=nstart, noise_source=nf.relative_to(noise_root).as_posix(),
+                        speech_source=source_name(f, speech_root_of), speaker=speakers[f] or f.stem,
+                        noise_path=nf, noise_start=nstart, noise_source=source_name(nf, noise_root_of),
                         noise_category=cat, snr_db=round(float(rng.uniform(*args.snr_range)), 2),
                         level_db=round(float(rng.uniform(*args.level_range)), 2)))
                     n += 1
@@ -466,9 +482,11 @@ def main(argv=None):
     cfg = AudioConfig(sample_rate=args.sample_rate)
     if args.download_esc50:
         download_esc50(args.download_esc50, args.esc50_url, args.esc50_sha256)
-    speech_root, noise_root, demo = resolve_corpora(args)
-    speech_files, noise_files = usable_audio(speech_root, "speech"), usable_audio(noise_root, "noise")
-    settings = dict(audio=cfg.to_dict(), demo=demo, speech_dir=str(speech_root), noise_dir=str(noise_root),
+    speech_roots, noise_roots, demo = resolve_corpora(args)
+    speech_root_of, noise_root_of = gather(speech_roots, "speech"), gather(noise_roots, "noise")
+    speech_files, noise_files = list(speech_root_of), list(noise_root_of)
+    settings = dict(audio=cfg.to_dict(), demo=demo, speech_dir=[str(d) for d in speech_roots],
+                    noise_dir=[str(d) for d in noise_roots],
                     n_speech_files=len(speech_files), n_noise_files=len(noise_files),
                     **{k: v for k, v in vars(args).items() if k not in ("speech_dir", "noise_dir", "out", "workers",
                                                                         "overwrite", "demo", "download_esc50")})
@@ -492,15 +510,21 @@ def main(argv=None):
 
     # split by speaker/recording and by noise recording (or ESC-50 fold), then plan every mixture
     rng = np.random.default_rng(args.seed)
-    speakers = speakers_of(list(chunks), speech_root, args)
-    cats, folds = noise_labels(list(noise_len), noise_root, args)
+    speakers = {f: spk for root in speech_roots
+                for f, spk in speakers_of([f for f in chunks if speech_root_of[f] == root], root, args).items()}
+    cats, folds = {}, {}
+    for root in noise_roots:
+        c, fo = noise_labels([f for f in noise_len if noise_root_of[f] == root], root, args)
+        cats.update(c)
+        folds.update(fo)
+    cats, folds = select_categories(cats, folds, args)
     speech = split_speech(speakers, args, rng)
     noise = split_noise(cats, folds, args, rng)
     for s in SPLITS:
         wanted = s == "train" or getattr(args, f"{s}_fraction") > 0
         if wanted and not noise[s]:
             raise UserError(f"too few noise recordings ({len(cats)}) to give the {s} split its own")
-    jobs = plan(speech, noise, chunks, noise_len, speakers, cats, speech_root, noise_root, args)
+    jobs = plan(speech, noise, chunks, noise_len, speakers, cats, speech_root_of, noise_root_of, args)
     for s in SPLITS:
         if not any(j["split"] == s for j in jobs) and (s == "train" or getattr(args, f"{s}_fraction") > 0):
             raise UserError(f"the {s} split got no speech: give more speakers/recordings or change the fractions")

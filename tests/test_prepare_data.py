@@ -246,3 +246,19 @@ def test_download_esc50_rejects_a_bad_archive(esc50_server, tmp_path):
     assert not (tmp_path / "e" / "ESC-50.zip.part").exists() and prepare_data.esc50_meta(tmp_path / "e") is None
     with pytest.raises(UserError, match="downloading .* failed"):
         prepare_data.download_esc50(tmp_path / "f", "http://127.0.0.1:9/none.zip")
+
+
+def test_several_noise_folders_mix_esc50_folds_and_categories(corpus, tmp_path):
+    esc = tmp_path / "ESC-50"
+    make_esc50(esc, np.random.default_rng(0))
+    out = tmp_path / "p"
+    args = prepare_args(corpus[0], esc, out)
+    args.insert(args.index(str(esc)) + 1, str(corpus[1]))  # --noise-dir ESC-50 noise
+    prepare_data.main(args)
+    manifest = rows(out)
+    sources = {r["noise_source"].split("/")[0] for r in manifest}
+    assert sources == {"ESC-50", "noise"}  # names carry their folder when there are several
+    assert {r["noise_category"] for r in manifest} >= {"rain", "dog", "hiss", "band"} - {""}
+    for r in manifest:
+        if r["noise_source"].startswith("ESC-50/") and r["split"] == "test":
+            assert r["noise_source"].split("/")[-1].startswith("5-")
