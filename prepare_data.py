@@ -417,23 +417,17 @@ def plan(speech, noise, chunks, noise_len, speakers, cats, speech_root_of, noise
     clip = round(args.clip_seconds * args.sample_rate)
     for si, split in enumerate(SPLITS):
         rng = np.random.default_rng([args.seed, si])
-        # pick a category first, then a recording, so a category with many files does not dominate
-        by_cat = {}
-        for f in noise[split]:
-            by_cat.setdefault(cats[f], []).append(f)
-        names = sorted(by_cat)
         n = 0
         for f in speech[split]:
             for start in chunks[f]:
                 for _ in range(args.mixes_per_clip):
-                    cat = names[rng.integers(len(names))]
-                    nf = by_cat[cat][rng.integers(len(by_cat[cat]))]
+                    nf = noise[split][rng.integers(len(noise[split]))]
                     nstart = int(rng.integers(noise_len[nf] - clip + 1 if noise_len[nf] >= clip else noise_len[nf]))
                     jobs.append(dict(
                         id=f"{split}_{n:05d}", split=split, speech_path=f, speech_start=start,
                         speech_source=source_name(f, speech_root_of), speaker=speakers[f] or f.stem,
                         noise_path=nf, noise_start=nstart, noise_source=source_name(nf, noise_root_of),
-                        noise_category=cat, snr_db=round(float(rng.uniform(*args.snr_range)), 2),
+                        noise_category=cats[nf], snr_db=round(float(rng.uniform(*args.snr_range)), 2),
                         level_db=round(float(rng.uniform(*args.level_range)), 2)))
                     n += 1
     return jobs
@@ -551,7 +545,7 @@ def main(argv=None):
     os.replace(tmp, out / "manifest.csv")
     counts = ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in SPLITS)
     took = time.time() - t0
-    print(f"wrote {len(rows)} mixtures to {out}{' (DEMO corpus)' if demo else ''}: {counts}")
+    print(f"wrote {len(rows)} mixtures to {out}{' (with DEMO corpus audio)' if demo else ''}: {counts}")
     print(f"read {speech_seconds / 60:.1f} min of speech and wrote {len(rows) * clip_s / 60:.1f} min of mixtures "
           f"in {took:.0f} s ({speech_seconds / took:.0f}x real time) with {args.workers} workers")
 
