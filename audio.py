@@ -128,22 +128,27 @@ def load_png(path, cfg):
 
 
 # ----------------------------------------------------------------------------- files
+def temp_path(path):
+    """Where atomic_save writes before renaming: a hidden file beside path (fixed, so a stale one is reused)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.tmp"
+
+
 def atomic_save(path, write):
     """Call write(tmp_path) and then rename tmp onto path, so path is never half-written."""
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path(path)
     try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        open(tmp, "wb").close()
+    except OSError as e:  # a read-only folder, a full disk...
+        raise UserError(f"cannot write to {path.parent}: {e.strerror}") from None
+    try:
+        write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

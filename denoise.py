@@ -30,7 +30,7 @@ DEFAULT_MODEL = Path("models/unet.pt")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, help="audio files to denoise")
-    p.add_argument("-o", "--output", type=Path, help="output file (one input) or folder (several inputs, or ending in /)")
+    p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, or ending in /)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--plot", action="store_true", help="also save a before/after spectrogram PNG beside each output")
@@ -107,13 +107,13 @@ def denoise_stream(model, read, n, sr, gain, chunk_seconds=10.0, device="cpu"):
         yield y[:, s - a:e - a]
 
 
-def recording_gain(model, read, n, sr, block=1 << 20):
+def recording_gain(model, read, n, sr, block=1 << 20, name="the audio"):
     """Per-channel level normalisation over the whole recording, read in blocks."""
     total = 0.0
     for s in range(0, n, block):
         x = read(s, min(n, s + block)).astype(np.float64)
         if not np.all(np.isfinite(x)):
-            raise UserError("the audio contains NaN or infinite samples")
+            raise UserError(f"{name} contains NaN or infinite samples")
         total = total + np.sum(x ** 2, axis=1)
     rms = np.sqrt(total / n)
     return level_gain(torch.as_tensor(rms, dtype=torch.float32)[:, None], model.level_db)[:, 0].numpy()
@@ -130,10 +130,10 @@ def denoise_array(model, audio, sr, chunk_seconds=10.0, device="cpu"):
 def output_path(inp, args, several):
     ext = inp.suffix.lower() if inp.suffix.lower() in (".wav", ".flac") else ".wav"
     name = f"{inp.stem}_denoised{ext}"
-    o = args.output
-    if o is None:
+    if args.output is None:
         return inp.with_name(name)
-    if several or o.is_dir() or str(o).endswith(os.sep):
+    o = Path(args.output)
+    if several or o.is_dir() or args.output.endswith(("/", os.sep)):  # (Path drops a trailing slash)
         if not o.is_dir():
             raise UserError(f"output folder does not exist: {o}")
         return o / name
@@ -152,8 +152,11 @@ def denoise_file(model, inp, out, args):
         n, sr, channels, subtype = src.frames, src.samplerate, src.channels, src.subtype
 
         def read(a, b):
-            src.seek(a)
-            return src.read(b - a, dtype="float32", always_2d=True).T
+            try:
+                src.seek(a)
+                return src.read(b - a, dtype="float32", always_2d=True).T
+            except sf.LibsndfileError as e:  # a file that opens but is damaged further on (truncated FLAC...)
+                raise UserError(f"cannot read audio from {inp}: {str(e).splitlines()[0][:100]}") from None
     except Exception:
         src = None
         audio, sr = load_audio(inp)
@@ -162,7 +165,8 @@ def denoise_file(model, inp, out, args):
     if n == 0:
         raise UserError(f"{inp} holds no audio samples")
     fmt = "FLAC" if out.suffix.lower() == ".flac" else "WAV"
-    if not sf.check_format(fmt, subtype):
+    # MP3 input: check_format allows MPEG-in-WAV, which libsndfile cannot write
+    if subtype.startswith("MPEG") or not sf.check_format(fmt, subtype):
         subtype = "PCM_24" if fmt == "FLAC" else "FLOAT"
     clipped = 0
     shown = min(n, 30 * sr)  # the plot shows the first 30 s
@@ -170,9 +174,11 @@ def denoise_file(model, inp, out, args):
 
     def write(tmp):
         nonlocal clipped
-        gain = recording_gain(model, read, n, sr)
+        gain = recording_gain(model, read, n, sr, name=inp)
         with sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, subtype=subtype, format=fmt) as dst:
             for piece in denoise_stream(model, read, n, sr, gain, args.chunk_seconds, args.device):
+                if not np.all(np.isfinite(piece)):  # e.g. float samples so large that the level gain underflows
+                    raise UserError(f"denoising {inp} gave NaN or infinite samples; its level is out of range")
                 clipped += int(np.sum(np.abs(piece) > 1.0))
                 if args.plot and sum(len(p) for p in after) < shown:
                     after.append(piece[0])

@@ -15,18 +15,22 @@ Every checkpoint carries the model's hyper-parameters, the audio settings and th
 import argparse
 import json
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from audio import AudioConfig, UserError, atomic_save, run_main, si_sdr, stft
+from audio import AudioConfig, UserError, atomic_save, run_main, si_sdr, stft, temp_path
 from dataset import MixtureDataset, RemixDataset, read_manifest
 from unet import NoiseSubtractionDenoiser, build_model, describe, level_gain
+
+
+ARCH_DEFAULTS = dict(base_channels=16, depth=4, norm="batch", floor_db=-30.0)
 
 
 def parse_args(argv=None):
@@ -41,10 +45,10 @@ def parse_args(argv=None):
     p.add_argument("--segment-seconds", type=float, default=1.0, help="length of each training crop")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"))
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"))
-    p.add_argument("--base-channels", type=int, default=16, help="U-Net width (the seed used 64)")
-    p.add_argument("--depth", type=int, default=4, help="U-Net depth (the seed used 4)")
-    p.add_argument("--norm", choices=("batch", "none"), default="batch")
-    p.add_argument("--floor-db", type=float, default=-30.0, help="most attenuation any bin gets")
+    p.add_argument("--base-channels", type=int, help=f"U-Net width (default {ARCH_DEFAULTS['base_channels']}; the seed used 64)")
+    p.add_argument("--depth", type=int, help=f"U-Net depth (default {ARCH_DEFAULTS['depth']}, as the seed)")
+    p.add_argument("--norm", choices=("batch", "none"), help=f"default {ARCH_DEFAULTS['norm']}")
+    p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {ARCH_DEFAULTS['floor_db']})")
     p.add_argument("--sisdr-weight", type=float, default=0.01, help="weight of the -SI-SDR term in the loss")
     p.add_argument("--grad-clip", type=float, default=5.0)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or cuda/mps/cpu")
@@ -59,6 +63,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.resume and args.init_from:
         p.error("--resume and --init-from exclude each other (resume continues a run; init-from starts a new one)")
+    args.arch_given = {k for k in ARCH_DEFAULTS if getattr(args, k) is not None}
+    for k, v in ARCH_DEFAULTS.items():  # architecture flags left out take the defaults (or the checkpoint's)
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     for name in ("epochs", "batch_size", "base_channels", "depth"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -93,17 +101,18 @@ def code_version():
 def loss_fn(model, noisy, voice, sisdr_weight):
     """Loss on the denoised result, at the model's normalised level."""
     est, _ = model(noisy)
-    g = level_gain(noisy, model.level_db)
+    raw = getattr(model, "module", model)  # through DistributedDataParallel
+    g = level_gain(noisy, raw.level_db)
     e, c = est * g, voice * g
-    compress = lambda x: (stft(x, model.audio).abs() + 1e-6) ** 0.3
+    compress = lambda x: (stft(x, raw.audio).abs() + 1e-6) ** 0.3
     mag = (compress(e) - compress(c)).abs().mean()
     sdr = si_sdr(e, c).mean()
     return mag - sisdr_weight * sdr, est
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, sisdr_weight):
-    """Mean loss, SI-SDR of the output and of the input, over a fixed set."""
+def evaluate(model, loader, device, sisdr_weight, world=1):
+    """Mean loss, SI-SDR of the output and of the input, over a fixed set (summed over ranks)."""
     model.eval()
     totals = np.zeros(3)
     n = 0
@@ -113,14 +122,24 @@ def evaluate(model, loader, device, sisdr_weight):
         totals += [loss.item() * len(noisy), si_sdr(est, voice).sum().item(), si_sdr(noisy, voice).sum().item()]
         n += len(noisy)
     model.train()
+    *totals, n = all_sum([*totals.tolist(), n], device, world)
     return [float(t / n) for t in totals]
+
+
+def check_same_architecture(ckpt, args, path):
+    """Architecture flags given with --resume/--init-from must agree with the checkpoint."""
+    clash = [f"--{k.replace('_', '-')} {getattr(args, k)} but {path} has {ckpt['model_args'].get(k)}"
+             for k in sorted(args.arch_given) if ckpt["model_args"].get(k) != getattr(args, k)]
+    if clash:
+        raise UserError(f"the checkpoint's architecture wins: {'; '.join(clash)} (leave those flags out)")
 
 
 def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, args):
     state = dict(model=model.state_dict(), model_args=model.model_args, audio=model.audio.to_dict(),
                  optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
-                 best_val_si_sdr=best, history=history, config={k: (str(v) if isinstance(v, Path) else v)
-                                                                for k, v in vars(args).items()},
+                 best_val_si_sdr=best, history=history,
+                 config={k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v)
+                         for k, v in vars(args).items()},
                  code_version=code_version())
     atomic_save(path, lambda tmp: torch.save(state, tmp))
 
@@ -149,14 +168,43 @@ def plot_history(history, path):
     plt.close(fig)
 
 
+def setup_distributed(args):
+    """torchrun sets RANK/WORLD_SIZE: then run DistributedDataParallel (NCCL on GPUs, gloo on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return 0, 1, pick_device(args.device)
+    import torch.distributed as dist
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, dist.get_world_size(), device
+
+
+def all_sum(values, device, world):
+    """Sum a list of numbers over all ranks (a no-op in a single process)."""
+    if world == 1:
+        return values
+    import torch.distributed as dist
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
 def main(argv=None):
     args = parse_args(argv)
-    device = pick_device(args.device)
+    rank, world, device = setup_distributed(args)
+    master = rank == 0  # only rank 0 prints, writes checkpoints, history and plots
+    log = print if master else (lambda *a, **k: None)
     torch.manual_seed(args.seed)
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     last_path = out.with_name(out.stem + "_last.pt")
     history_path, curves_path = out.with_name(out.stem + "_history.json"), out.with_name(out.stem + "_curves.png")
+    if master:  # a run killed while saving leaves a temporary file; the real files are always whole
+        for p in (out, last_path, history_path, curves_path):
+            temp_path(p).unlink(missing_ok=True)
 
     data_cfg = json.loads((args.data_dir / "config.json").read_text()) if (args.data_dir / "config.json").exists() else {}
     audio = AudioConfig.from_dict(data_cfg.get("audio", {}))
@@ -165,7 +213,9 @@ def main(argv=None):
                              args.seed, audio.sample_rate)
     val_set = MixtureDataset(args.data_dir, "val")
     workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, num_workers=workers)
+    # each rank scores its own share of the validation set; the sums are reduced across ranks
+    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=args.batch_size,
+                            num_workers=workers)
 
     # model, optimiser and schedule; a resumed run takes all three (and the history) from its checkpoint
     start_epoch, best, history = 1, -math.inf, []
@@ -175,19 +225,21 @@ def main(argv=None):
         if not resume_path.exists():
             raise UserError(f"nothing to resume: {resume_path} does not exist")
         ckpt = load_checkpoint(resume_path)
+        check_same_architecture(ckpt, args, resume_path)
         model = build_model(ckpt["model_args"], ckpt["audio"])
-        print(f"resuming {resume_path} after epoch {ckpt['epoch']}")
-    else:
-        model = NoiseSubtractionDenoiser(audio, args.base_channels, args.depth, args.norm, args.floor_db)
-    if args.init_from:
+        log(f"resuming {resume_path} after epoch {ckpt['epoch']}")
+    elif args.init_from:
         init = load_checkpoint(args.init_from)
+        check_same_architecture(init, args, args.init_from)
         model = build_model(init["model_args"], init["audio"])
         model.load_state_dict(init["model"])
-        print(f"initialised from {args.init_from} (its architecture: {describe(model)})")
+        log(f"initialised from {args.init_from}")
+    else:
+        model = NoiseSubtractionDenoiser(audio, **{k: getattr(args, k) for k in ARCH_DEFAULTS})
     if model.audio != audio:
         raise UserError(f"the model's audio settings {model.audio} differ from the data's {audio}")
     model.to(device)
-    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    steps_per_epoch = math.ceil(len(train_set) / (args.batch_size * world))
     total, warmup = args.epochs * steps_per_epoch, max(1, round(args.warmup_epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
@@ -197,17 +249,26 @@ def main(argv=None):
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best_val_si_sdr"], ckpt["history"]
-    print(f"{describe(model)}; device {device}; {len(train_set)} training voices remixed each epoch, "
-          f"{len(val_set)} validation mixtures")
+    raw_model = model
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    log(f"{describe(raw_model)}; device {device}{f' x {world} processes' if world > 1 else ''}; "
+        f"{len(train_set)} training voices remixed each epoch, {len(val_set)} validation mixtures")
 
     for epoch in range(start_epoch, args.epochs + 1):
         t0 = time.time()
-        train_set.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=False,
-                            num_workers=workers, generator=torch.Generator().manual_seed(args.seed * 100003 + epoch),
-                            pin_memory=device.type == "cuda")
+        train_set.set_epoch(epoch)  # fresh mixtures every epoch, the same ones after a resume
+        if world > 1:
+            sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=args.seed)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=workers,
+                                pin_memory=device.type == "cuda")
+        else:
+            loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                                generator=torch.Generator().manual_seed(args.seed * 100003 + epoch),
+                                pin_memory=device.type == "cuda")
         running, n = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=not master)
         for noisy, voice in bar:
             noisy, voice = noisy.to(device, non_blocking=True), voice.to(device, non_blocking=True)
             loss, _ = loss_fn(model, noisy, voice, args.sisdr_weight)
@@ -218,32 +279,43 @@ def main(argv=None):
             scheduler.step()
             running, n = running + loss.item() * len(noisy), n + len(noisy)
             bar.set_postfix(loss=f"{running / n:.4f}")
-        val_loss, val_sdr, val_noisy = evaluate(model, val_loader, device, args.sisdr_weight)
+        running, n = all_sum([running, n], device, world)
+        val_loss, val_sdr, val_noisy = evaluate(model, val_loader, device, args.sisdr_weight, world)
         history.append(dict(epoch=epoch, train_loss=running / n, val_loss=val_loss, val_si_sdr=val_sdr,
                             val_noisy_si_sdr=val_noisy, lr=scheduler.get_last_lr()[0], seconds=time.time() - t0))
         improved = val_sdr > best
         best = max(best, val_sdr)
-        print(f"epoch {epoch}: train loss {running / n:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
-              f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if improved else ''} "
-              f"[{time.time() - t0:.0f} s]")
-        if improved:
-            save_checkpoint(out, model, optimizer, scheduler, epoch, best, history, args)
-        save_checkpoint(last_path, model, optimizer, scheduler, epoch, best, history, args)
-        atomic_save(history_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
-        plot_history(history, curves_path)
+        log(f"epoch {epoch}: train loss {running / n:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
+            f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if improved else ''} "
+            f"[{time.time() - t0:.0f} s]")
+        if master:
+            if improved:
+                save_checkpoint(out, raw_model, optimizer, scheduler, epoch, best, history, args)
+            save_checkpoint(last_path, raw_model, optimizer, scheduler, epoch, best, history, args)
+            atomic_save(history_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+            plot_history(history, curves_path)
         since_best = epoch - max(h["epoch"] for h in history if h["val_si_sdr"] == best)
         if args.patience and since_best >= args.patience:
-            print(f"no better validation SI-SDR for {args.patience} epochs: stopping early")
+            log(f"no better validation SI-SDR for {args.patience} epochs: stopping early")
             break
         if args.stop_after and epoch >= args.stop_after:
-            print(f"stopping after epoch {epoch} as asked; continue with --resume")
+            log(f"stopping after epoch {epoch} as asked; continue with --resume")
             break
 
+    if world > 1:  # every rank must hold the same weights; say so, so that nobody has to wonder
+        import torch.distributed as dist
+        total_abs = sum(p.detach().double().abs().sum().item() for p in raw_model.parameters())
+        sums = [None] * world
+        dist.all_gather_object(sums, total_abs)
+        log(f"weights identical on all {world} ranks: {len(set(sums)) == 1} (sum |w| = {total_abs:.10g})")
+        dist.destroy_process_group()
+    if not master:
+        return
     # the figure a user wants: how much the best model improves the unseen test split
     if out.exists() and read_manifest(args.data_dir, "test"):
-        model.load_state_dict(load_checkpoint(out)["model"])
+        raw_model.load_state_dict(load_checkpoint(out)["model"])
         test_loader = DataLoader(MixtureDataset(args.data_dir, "test"), batch_size=args.batch_size, num_workers=workers)
-        _, test_sdr, test_noisy = evaluate(model, test_loader, device, args.sisdr_weight)
+        _, test_sdr, test_noisy = evaluate(raw_model, test_loader, device, args.sisdr_weight)
         print(f"test SI-SDR: noisy {test_noisy:.2f} dB -> denoised {test_sdr:.2f} dB "
               f"(improvement {test_sdr - test_noisy:+.2f} dB) with the best checkpoint {out}")
     print(f"wrote {out}, {last_path.name}, {history_path.name}, {curves_path.name}")

@@ -62,3 +62,58 @@ def test_errors(prepared, tmp_path):
             train.main(["--data-dir", str(prepared), "--device", "cuda"])
     with pytest.raises(SystemExit):
         train.parse_args(["--epochs", "0"])
+
+
+def test_resume_refuses_a_different_architecture(prepared, trained, tmp_path):
+    with pytest.raises(UserError, match="--base-channels 32 but .* has 8"):
+        train.main(["--data-dir", str(prepared), "--out", str(tmp_path / "x.pt"), "--init-from", str(trained),
+                    "--base-channels", "32"])
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(prepared, tmp_path):
+    """Kill training at a random moment; --resume continues from the last epoch saved and ends where an
+    uninterrupted run ends (same weights: same optimizer state, same data order)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    common = ["--data-dir", str(prepared), *TINY_MODEL, "--base-channels", "4", "--epochs", "3"]
+    train.main([*common, "--out", str(tmp_path / "a" / "unet.pt")])
+    b = tmp_path / "b" / "unet.pt"
+    cmd = [sys.executable, str(ROOT / "train.py"), *common, "--out", str(b)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not b.with_name("unet_last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.uniform(0, 0.5))  # somewhere in epoch 2, or while a checkpoint is being written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(b.with_name("unet_last.pt"), weights_only=True)  # whole, never half-written
+    assert 1 <= saved["epoch"] <= 3
+    train.main([*common, "--out", str(b), "--resume"] if saved["epoch"] < 3 else [*common, "--out", str(b), "--resume", "--epochs", "3"])
+    a_last = torch.load(tmp_path / "a" / "unet_last.pt", weights_only=True)
+    b_last = torch.load(b.with_name("unet_last.pt"), weights_only=True)
+    for k in a_last["model"]:
+        assert torch.equal(a_last["model"][k], b_last["model"][k]), k
+    assert not [p for p in b.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_torchrun_two_cpu_processes_agree(prepared, tmp_path):
+    """DistributedDataParallel over gloo: two ranks train a few steps and end with identical weights."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    out = tmp_path / "ddp" / "unet.pt"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "train.py"), "--data-dir", str(prepared), "--out", str(out), *TINY_MODEL,
+                        "--base-channels", "4", "--epochs", "2"],
+                       capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "x 2 processes" in r.stdout
+    assert "weights identical on all 2 ranks: True" in r.stdout
+    assert r.stdout.count("epoch 2: train loss") == 1  # only rank 0 prints
+    ckpt = torch.load(out.with_name("unet_last.pt"), weights_only=True)
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2

@@ -1,0 +1,343 @@
+"""
+Speed and memory figures for denoising and training, on the CPU. Prints, asserts nothing.
+
+    python benchmark.py                          # everything, at the real sizes (about 15-30 min on 2 cores)
+    python benchmark.py --what rtf onnx          # some of it
+    python benchmark.py --seconds 5 --long-minutes 0.2 --files 2 --repeats 1 --train-steps 2 --loader-items 32
+                                                 # a smoke run: same code, tiny sizes
+
+Measurements (--what): rtf (denoise.denoise_array on a --seconds 16 kHz file, beside noisereduce
+when installed), onnx (onnxruntime vs PyTorch for the network and for the whole denoiser),
+startup (`python denoise.py one.wav`, and its import + model-load part), folder (--files short
+files through one denoise.py process), memory (peak RSS of denoise.py on a --long-minutes
+48 kHz stereo file), train (train.py's step: samples/s, and its FLOP/s against the machine's
+measured convolution FLOP/s), loader (dataset.RemixDataset items/s, 0 and 2 workers).
+Test audio is generated (demo_corpus's procedural voice and noise families) into a temporary
+folder and deleted at the end. Torch uses --threads threads (OMP_NUM_THREADS is set before
+torch is imported, and passed on to the denoise.py subprocesses).
+"""
+import argparse
+import functools
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent
+WHAT = ("rtf", "onnx", "startup", "folder", "memory", "train", "loader")
+NOISES = ("babble", "fan", "traffic", "rain", "pink_hiss", "hum")
+SR = 16000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", type=Path, default=Path("models/unet.pt"),
+                   help="checkpoint to time (if missing: an untrained model of the default size, same compute)")
+    p.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads")
+    p.add_argument("--what", nargs="+", choices=("all",) + WHAT, default=["all"])
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the rtf/onnx test file")
+    p.add_argument("--long-minutes", type=float, default=60.0, help="length of the memory test file (48 kHz stereo)")
+    p.add_argument("--files", type=int, default=200, help="files in the folder test")
+    p.add_argument("--file-seconds", type=float, default=3.0, help="length of each folder-test file")
+    p.add_argument("--repeats", type=int, default=3, help="best of this many timed runs (after one warm-up)")
+    p.add_argument("--train-steps", type=int, default=20, help="timed training steps (after 2 warm-up steps)")
+    p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="prepared set for the loader test")
+    p.add_argument("--loader-items", type=int, help="items per loader pass (None: one epoch of the train split)")
+    p.add_argument("--tmp", type=Path, help="where to write the test audio (None: the system's temp folder)")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- helpers
+def best_of(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def speech_in_noise(seconds, sr=SR, seed=0, snr_db=5.0):
+    """Procedural Hindi-like speech with pauses, in noise that changes family every 10 s, at -25 dBFS."""
+    import demo_corpus as dc
+    from audio import mix
+    rng, n = np.random.default_rng(seed), int(seconds * sr)
+    parts, i = [], 0
+    while sum(map(len, parts)) < n:
+        parts.append(dc.synth_speech(dc.DEMO_SENTENCES[i % len(dc.DEMO_SENTENCES)], dc.SPEAKERS[i % len(dc.SPEAKERS)],
+                                     sr, engine="procedural"))
+        parts.append(np.zeros(int(rng.uniform(0.2, 0.8) * sr), np.float32))
+        i += 1
+    noise = np.concatenate([dc.synth_noise(NOISES[k % len(NOISES)], min(10 * sr, n - s) / sr, sr, rng)
+                            for k, s in enumerate(range(0, n, 10 * sr))])
+    return mix(np.concatenate(parts)[:n], noise, snr_db, -25.0)[0]
+
+
+def run_measured(cmd):
+    """Run a command; returns (wall seconds, peak RSS in MB) via /usr/bin/time -v, else getrusage."""
+    timer = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None  # GNU time, for -v
+    t = time.perf_counter()
+    r = subprocess.run(([timer, "-v"] if timer else []) + cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])}... failed: {r.stderr.strip()[-500:]}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
+    if m:
+        return wall, int(m.group(1)) / 1024
+    import resource  # the largest child so far, in KB on Linux
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def report(ctx, name, value, settings):
+    print(f"{name}: {value}   [{settings}]", flush=True)
+    ctx.rows.append((name, value, settings))
+
+
+def denoise_cmd(ctx, *args):
+    return [sys.executable, "denoise.py", *map(str, args), "--model", str(ctx.model_path), "--overwrite"]
+
+
+# ----------------------------------------------------------------------------- measurements
+def bench_rtf(ctx):
+    """1. Real-time factor of denoise.py's core on a 16 kHz file, and noisereduce's on the same file."""
+    import denoise
+    audio, secs = ctx.clip(), ctx.args.seconds
+    t = best_of(lambda: denoise.denoise_array(ctx.model, audio[None], SR), ctx.args.repeats)
+    setting = f"{secs:g} s 16 kHz mono, CPU, {ctx.args.threads} threads, best of {ctx.args.repeats} after a warm-up"
+    report(ctx, "RTF denoise.denoise_array", f"{t / secs:.4f} ({secs / t:.0f}x real time)", setting + ", 10 s chunks")
+    try:
+        import noisereduce
+    except ImportError:
+        print("noisereduce is not installed (pip install noisereduce): its comparison is skipped")
+        return
+    from importlib.metadata import version
+    t2 = best_of(lambda: noisereduce.reduce_noise(y=audio, sr=SR, stationary=False), ctx.args.repeats)
+    report(ctx, "RTF noisereduce (non-stationary)", f"{t2 / secs:.4f}; the U-Net takes {t / t2:.1f}x its time",
+           f"noisereduce {version('noisereduce')} defaults (n_jobs=1), same file")
+
+
+def bench_onnx(ctx):
+    """7. onnxruntime vs PyTorch: the network part (noise_fraction) and the whole denoise_array."""
+    try:
+        import onnxruntime
+    except ImportError:
+        print("onnxruntime is not installed (pip install onnx onnxscript onnxruntime): ONNX skipped")
+        return
+    import torch
+    import denoise
+    import export
+    from audio import stft
+    from unet import level_gain
+    path = ctx.tmp / "unet.onnx"
+    exporter = export.export(ctx.model, path)
+    x = torch.from_numpy(ctx.clip())[None]
+    mag = stft(x * level_gain(x, ctx.model.level_db), ctx.model.audio).abs()
+    runs, secs = ctx.args.repeats, ctx.args.seconds
+    with torch.no_grad():
+        t_torch = best_of(lambda: ctx.model.noise_fraction(mag), runs)
+    onnx_fraction = export.OnnxNoiseFraction(path, ctx.args.threads)
+    t_ort = best_of(lambda: onnx_fraction(mag), runs)
+    setting = (f"{secs:g} s as one [1, 257, {mag.shape[-1]}] call, {ctx.args.threads} threads, onnxruntime "
+               f"{onnxruntime.__version__}, {exporter} exporter, best of {runs}")
+    report(ctx, "RTF network, PyTorch", f"{t_torch / secs:.4f}", setting)
+    report(ctx, "RTF network, onnxruntime", f"{t_ort / secs:.4f}; PyTorch/onnxruntime time {t_torch / t_ort:.2f}", setting)
+    audio = ctx.clip()[None]
+    onnx_model = export.denoiser_from_onnx(path, ctx.args.threads)
+    t_torch = best_of(lambda: denoise.denoise_array(ctx.model, audio, SR), runs)
+    t_ort = best_of(lambda: denoise.denoise_array(onnx_model, audio, SR), runs)
+    report(ctx, "RTF denoise_array, onnxruntime inside", f"{t_ort / secs:.4f} (PyTorch {t_torch / secs:.4f}; "
+           f"ratio {t_torch / t_ort:.2f})", f"{secs:g} s, 10 s chunks, STFT/iSTFT in torch, best of {runs}")
+
+
+def bench_startup(ctx):
+    """4. Whole-process start-up on a 1-second file, split into import + model load and the rest."""
+    one = ctx.tmp / "one.wav"
+    sf.write(one, ctx.clip()[:SR], SR, subtype="PCM_16")
+    run = lambda cmd: lambda: subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    runs = ctx.args.repeats
+    t_all = best_of(run(denoise_cmd(ctx, one, "-o", ctx.tmp / "one_out.wav")), runs)
+    t_load = best_of(run([sys.executable, "-c", f"import denoise; denoise.load_model({str(ctx.model_path)!r})"]), runs)
+    t_torch = best_of(run([sys.executable, "-c", "import torch"]), runs)
+    ctx.startup = t_all
+    setting = f"best of {runs} after a warm-up, {ctx.args.threads} threads"
+    report(ctx, "start-up python denoise.py one.wav (1 s)", f"{t_all:.2f} s", setting)
+    report(ctx, "  of which import + load_model", f"{t_load:.2f} s (import torch alone {t_torch:.2f} s); "
+           f"reading, denoising, writing {t_all - t_load:.2f} s", setting)
+
+
+def bench_folder(ctx):
+    """3. Many short files through one denoise.py process (the model is loaded once)."""
+    folder, out = ctx.tmp / "folder", ctx.tmp / "folder_out"
+    folder.mkdir(exist_ok=True)
+    out.mkdir(exist_ok=True)
+    clip, n = ctx.clip(), int(ctx.args.file_seconds * SR)
+    clip = np.tile(clip, n // len(clip) + 2)
+    files = []
+    for i in range(ctx.args.files):  # different stretches of the test clip
+        s = (i * 27_211) % (len(clip) - n)
+        files.append(folder / f"f{i:04d}.wav")
+        sf.write(files[-1], clip[s:s + n], SR, subtype="PCM_16")
+    wall, _ = run_measured(denoise_cmd(ctx, *files, "-o", out))
+    extra = ""
+    if getattr(ctx, "startup", None):
+        extra = f"; {len(files) / max(1e-9, wall - ctx.startup):.1f} files/s after start-up"
+    report(ctx, "folder through one denoise.py", f"{len(files) / wall:.1f} files/s ({wall:.1f} s){extra}",
+           f"{len(files)} files of {ctx.args.file_seconds:g} s, 16 kHz PCM_16, one run, {ctx.args.threads} threads")
+
+
+def write_long(path, minutes, rate=48000):
+    """A long stereo PCM_16 WAV written block by block: the test clip at `rate`, shifted every minute."""
+    from audio import resample
+    base = resample(speech_in_noise(min(60.0, minutes * 60), seed=1)[None], SR, rate)[0]
+    stereo = np.stack([base, np.roll(base, rate // 3) * 0.8], axis=1)
+    n, done, k = int(minutes * 60 * rate), 0, 0
+    with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_16") as f:
+        while done < n:
+            block = np.roll(stereo, k * 7919, axis=0)[: n - done]
+            f.write(np.clip(block, -1, 1))
+            done, k = done + len(block), k + 1
+    return n / rate
+
+
+def bench_memory(ctx):
+    """2. Peak resident memory (and speed) of denoise.py on a long 48 kHz stereo file."""
+    src, out = ctx.tmp / "long.wav", ctx.tmp / "long_denoised.wav"
+    secs = write_long(src, ctx.args.long_minutes)
+    size = src.stat().st_size / 1e6
+    try:
+        wall, peak = run_measured(denoise_cmd(ctx, src, "-o", out))
+    finally:
+        for p in (src, out):
+            p.unlink(missing_ok=True)
+    _, base = run_measured([sys.executable, "-c", f"import denoise; denoise.load_model({str(ctx.model_path)!r})"])
+    setting = f"{secs / 60:g} min 48 kHz stereo PCM_16 WAV ({size:.0f} MB), {ctx.args.threads} threads, one run"
+    report(ctx, "peak RSS python denoise.py long.wav", f"{peak:.0f} MB (import + load_model alone: {base:.0f} MB)", setting)
+    report(ctx, "RTF python denoise.py long.wav", f"{wall / secs:.4f} ({wall:.0f} s wall)",
+           setting + ", whole process with resampling 48->16->48 kHz")
+
+
+def bench_train(ctx):
+    """5. train.py's step on the CPU: samples/s, audio-s/s, and FLOP/s against a measured conv's FLOP/s."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    import train
+    from unet import NoiseSubtractionDenoiser
+    d = train.parse_args([])  # train.py's defaults: batch size, segment length, optimiser settings
+    model = NoiseSubtractionDenoiser(ctx.model.audio, **ctx.model.model_args).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
+    n = round(d.segment_seconds * model.audio.sample_rate)
+    g = torch.Generator().manual_seed(0)
+    voice = 0.05 * torch.randn(d.batch_size, n, generator=g)
+    noisy = voice + 0.05 * torch.randn(d.batch_size, n, generator=g)
+
+    def step():
+        loss, _ = train.loss_fn(model, noisy, voice, d.sisdr_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
+        opt.step()
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    flops = fc.get_total_flops()
+    step()  # a second warm-up step
+    steps = max(1, ctx.args.train_steps)
+    t = best_of(lambda: [step() for _ in range(steps)], 1, warmup=0) / steps
+    # the machine's convolution speed, on one of the model's own layers at the same batch size
+    c, m = 2 * model.model_args["base_channels"], 2 ** model.unet.depth
+    frames = -(-(n // model.audio.hop_length + 1) // m) * m  # as the U-Net pads them
+    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+    x = torch.randn(d.batch_size, c, model.audio.n_bins // 2, frames // 2, requires_grad=True)
+    conv_step = lambda: conv(x).sum().backward()
+    with FlopCounterMode(display=False) as fc:
+        conv_step()
+    t_conv = best_of(conv_step, max(3, ctx.args.repeats), warmup=2)
+    model_gf, conv_gf = flops / t / 1e9, fc.get_total_flops() / t_conv / 1e9
+    setting = (f"batch {d.batch_size} x {d.segment_seconds:g} s, {ctx.args.threads} threads, "
+               f"mean of {steps} steps after 2 warm-up steps, AdamW, random audio")
+    report(ctx, "training step", f"{d.batch_size / t:.1f} samples/s, {d.batch_size * d.segment_seconds / t:.1f} "
+           f"audio-s/s ({t * 1000:.0f} ms/step)", setting)
+    report(ctx, "training FLOP/s vs machine conv FLOP/s",
+           f"{model_gf:.1f} / {conv_gf:.1f} GFLOP/s = {model_gf / conv_gf:.0%}",
+           f"{flops / 1e9:.1f} GFLOP/step (FlopCounterMode: conv/matmul fwd+bwd; FFTs not counted); "
+           f"conv {c}->{c} 3x3 on {list(x.shape)} fwd+bwd, best of {max(3, ctx.args.repeats)}")
+
+
+def bench_loader(ctx):
+    """6. DataLoader throughput of dataset.RemixDataset with 0 and 2 workers."""
+    if not (ctx.args.data_dir / "manifest.csv").exists():
+        print(f"no prepared set at {ctx.args.data_dir} (run python prepare_data.py, or pass --data-dir): loader skipped")
+        return
+    from torch.utils.data import DataLoader
+    import train
+    from dataset import RemixDataset
+    d = train.parse_args([])
+    ds = RemixDataset(ctx.args.data_dir, "train", d.segment_seconds, d.snr_range, d.level_range, 0, SR)
+    items = min(len(ds), ctx.args.loader_items or len(ds))
+    for workers in (0, 2):
+        t, n = time.perf_counter(), 0
+        for noisy, _ in DataLoader(ds, batch_size=d.batch_size, shuffle=True, num_workers=workers):
+            n += len(noisy)
+            if n >= items:
+                break
+        t = time.perf_counter() - t
+        report(ctx, f"RemixDataset, {workers} workers", f"{n / t:.0f} items/s",
+               f"{n} items of {d.segment_seconds:g} s, batch {d.batch_size}, {ctx.args.data_dir}, incl. worker start-up")
+
+
+# ----------------------------------------------------------------------------- main
+def load_or_make_model(args, tmp):
+    import torch
+    import denoise
+    from unet import NoiseSubtractionDenoiser
+    if args.model.exists():
+        return denoise.load_model(args.model), args.model.resolve()
+    print(f"no model at {args.model}: timing an untrained model of the default size (the same compute)")
+    model = NoiseSubtractionDenoiser().eval()
+    path = tmp / "untrained.pt"
+    torch.save(dict(model=model.state_dict(), model_args=model.model_args, audio=model.audio.to_dict()), path)
+    return model, path
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "") \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    load = " load average %.2f %.2f %.2f," % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    return f"{cpu or platform.machine()}, {os.cpu_count()} cores,{load} Python {platform.python_version()}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before torch is imported, here and in subprocesses
+        os.environ[var] = str(args.threads)
+    import torch
+    torch.set_num_threads(args.threads)
+    what = WHAT if "all" in args.what else [w for w in WHAT if w in args.what]
+    (args.tmp or Path(tempfile.gettempdir())).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="denoise-bench-", dir=args.tmp) as tmp:
+        ctx = SimpleNamespace(args=args, tmp=Path(tmp), rows=[], startup=None)
+        ctx.model, ctx.model_path = load_or_make_model(args, ctx.tmp)
+        ctx.clip = functools.lru_cache(None)(lambda: speech_in_noise(args.seconds))
+        from unet import describe
+        print(f"# {machine()}; torch {torch.__version__}, {args.threads} threads; model {ctx.model_path.name}: "
+              f"{describe(ctx.model)}", flush=True)
+        for name in what:
+            print(f"\n## {name}", flush=True)
+            globals()[f"bench_{name}"](ctx)
+    print("\n| measurement | result | settings |\n|---|---|---|")
+    for row in ctx.rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

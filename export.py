@@ -1,0 +1,185 @@
+"""
+Export a trained model's noise estimate to ONNX.
+
+    python export.py                                        # models/unet.pt -> models/unet.onnx
+    python export.py --model models/real/unet.pt --out real.onnx
+
+The graph is NoiseSubtractionDenoiser.noise_fraction, whole: the linear STFT magnitude |Y|
+[batch, n_fft/2 + 1, frames] of the waveform brought to the model's level (level_db dBFS
+RMS) -> the predicted noise as a fraction of |Y| (a sigmoid, 0..1), same shape. The fixed
+dB scale, the U-Net and the Nyquist-bin copy are inside; batch and frames are dynamic, any
+number of frames. The STFT, the level gain, the subtraction and the inverse STFT stay
+outside (torch or numpy), so a runtime swaps this graph in for the one torch call:
+`denoiser_from_onnx(path)` below builds a denoiser that denoise.denoise_array/denoise_stream
+use unchanged. The audio settings and model_args travel in the file's metadata_props (JSON),
+so it describes itself.
+"""
+import argparse
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audio import UserError, atomic_save, run_main
+from unet import build_model
+
+GRAPH = "noise_fraction/1"  # what the graph computes, and the version of that contract
+OPSET = 18
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", type=Path, default=Path("models/unet.pt"))
+    p.add_argument("--out", type=Path, help="ONNX file (None: the model's path with .onnx)")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch.onnx's exporter; auto tries dynamo (torch.export), then the older TorchScript one")
+    p.add_argument("--opset", type=int, default=OPSET)
+    args = p.parse_args(argv)
+    if args.opset < 17:
+        p.error("--opset must be 17 or more")
+    return args
+
+
+class NoiseFraction(torch.nn.Module):
+    """The exported part: |Y| [B, bins, frames] -> noise fraction [B, bins, frames]."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, magnitude):
+        return self.model.noise_fraction(magnitude)
+
+
+def metadata(model, ckpt=None):
+    meta = dict(graph=GRAPH, audio=model.audio.to_dict(), model_args=model.model_args,
+                input="magnitude: float32 [batch, n_fft/2+1, frames], linear STFT magnitude (audio.stft) of the "
+                      "waveform scaled to level_db dBFS RMS (unet.level_gain)",
+                output="noise_fraction: float32, same shape, predicted noise magnitude / magnitude (0..1)")
+    for key in ("epoch", "best_val_si_sdr", "code_version"):
+        if ckpt and key in ckpt:
+            meta[key] = ckpt[key]
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def _to_proto(model, exporter, opset, frames=100):
+    """torch.onnx.export of NoiseFraction with dynamic batch and frames -> onnx.ModelProto."""
+    import onnx
+    net = NoiseFraction(model).eval()
+    example = torch.rand(1, model.audio.n_fft // 2 + 1, frames) * model.audio.n_fft / 4
+    names = dict(input_names=["magnitude"], output_names=["noise_fraction"], opset_version=opset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" etc.
+        if exporter == "dynamo":
+            # Dim.DYNAMIC, not named Dims: with named ones torch 2.13 trips on the U-Net's pad to a multiple
+            # of 2^depth ("Cannot create Dim with inconsistent min=0, max=-oo"); the dims are named below
+            dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
+            program = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes={"magnitude": dims},
+                                        verbose=False, **names)
+            proto = program.model_proto
+        else:
+            buf = io.BytesIO()
+            axes = {0: "batch", 2: "frames"}
+            torch.onnx.export(net, (example,), buf, dynamo=False, dynamic_axes={"magnitude": axes, "noise_fraction": axes},
+                              **names)
+            proto = onnx.load_from_string(buf.getvalue())
+    for value in (*proto.graph.input, *proto.graph.output):  # the output's frames read as an expression: name it
+        dims = value.type.tensor_type.shape.dim
+        dims[0].dim_param, dims[2].dim_param = "batch", "frames"
+    return proto
+
+
+def export(model, path, exporter="auto", opset=OPSET, ckpt=None):
+    """Write model.noise_fraction as ONNX to path (atomically); returns the exporter that worked."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("exporting needs the onnx package: pip install onnx onnxscript") from None
+    model = model.cpu().eval()
+    errors = []
+    for name in (("dynamo", "torchscript") if exporter == "auto" else (exporter,)):
+        try:
+            proto = _to_proto(model, name, opset)
+            break
+        except Exception as e:  # e.g. onnxscript missing, or an exporter that trips on an op
+            errors.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+    else:
+        raise UserError("ONNX export failed (" + "; ".join(errors) + ")")
+    for key, value in metadata(model, ckpt).items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = "U-Net noise estimate of a noise-subtraction speech denoiser; see metadata_props"
+    onnx.checker.check_model(proto)
+    atomic_save(path, lambda tmp: onnx.save(proto, tmp))
+    return name
+
+
+# ----------------------------------------------------------------------------- using an exported file
+def read_metadata(path):
+    """metadata_props of an exported file, JSON values decoded."""
+    import onnx
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    out = {}
+    for k, v in props.items():
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def onnx_session(path, threads=None):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxNoiseFraction:
+    """A stand-in for model.noise_fraction that runs the exported graph in onnxruntime."""
+
+    def __init__(self, path, threads=None):
+        self.session = onnx_session(path, threads)
+
+    def __call__(self, mag):
+        out = self.session.run(None, {"magnitude": np.ascontiguousarray(mag.detach().cpu().numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out).to(mag.device)
+
+
+def denoiser_from_onnx(path, threads=None):
+    """A NoiseSubtractionDenoiser whose noise estimate runs in onnxruntime (no .pt needed)."""
+    meta = read_metadata(path)
+    if meta.get("graph") != GRAPH:
+        raise UserError(f"{path} is not an ONNX export of this repo's model (graph {meta.get('graph')!r})")
+    model = build_model(meta["model_args"], meta["audio"]).eval()
+    model.noise_fraction = OnnxNoiseFraction(path, threads)
+    return model
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from denoise import load_checkpoint, load_model  # one loader, with one-line errors for bad files
+    model = load_model(args.model)
+    ckpt = load_checkpoint(args.model)
+    out = args.out or args.model.with_suffix(".onnx")
+    if out.resolve() == args.model.resolve():
+        raise UserError(f"--out {out} would replace the model itself")
+    used = export(model, out, args.exporter, args.opset, ckpt)
+    line = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, torch {torch.__version__} {used} exporter)"
+    try:  # a quick check on an odd number of frames, when onnxruntime is installed
+        mag = torch.rand(1, model.audio.n_fft // 2 + 1, 77) * model.audio.n_fft / 4
+        with torch.no_grad():
+            diff = (OnnxNoiseFraction(out)(mag) - model.noise_fraction(mag)).abs().max().item()
+        line += f"; onnxruntime matches PyTorch within {diff:.1e}"
+    except ImportError:
+        line += "; pip install onnxruntime to run it"
+    print(line)
+
+
+if __name__ == "__main__":
+    run_main(main)
