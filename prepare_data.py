@@ -97,7 +97,7 @@ def resolve_corpora(args):
         noise = noise or [args.download_esc50]
     for flag, folders in (("--speech-dir", speech), ("--noise-dir", noise)):
         for folder in folders or ():
-            if not folder.is_dir():
+            if not folder.is_dir() and DEMO_DIR not in folder.parents:  # the demo is built on demand
                 raise UserError(f"{flag} {folder} is not a folder")
     empty = lambda d: not (d.is_dir() and find_audio(d))
     use_demo_speech = args.demo or (speech is None and empty(Path("data/speech")))
