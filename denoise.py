@@ -70,7 +70,9 @@ def load_model(path, device="cpu"):
         model = build_model(ckpt["model_args"], ckpt["audio"])
         model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
     except (TypeError, RuntimeError, ValueError) as e:
-        raise UserError(f"{path} does not match this code's model ({str(e).splitlines()[0][:160]})") from None
+        detail = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = detail[1] if len(detail) > 1 else detail[0]  # the first mismatch, not PyTorch's heading
+        raise UserError(f"{path} does not match this code's model ({detail[:200]})") from None
     return model.to(device).eval()
 
 

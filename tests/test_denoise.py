@@ -110,3 +110,15 @@ def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "missing.wav"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0 and r.stderr.strip() == "error: no such file: missing.wav"
     assert not (tmp_path / "a_denoised.wav").exists()
+
+
+def test_truncated_checkpoint_is_named(trained, tmp_path):
+    data = trained.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cut.pt is not a readable checkpoint"):
+        denoise.load_model(tmp_path / "cut.pt")
+    ckpt = torch.load(trained, weights_only=True)
+    ckpt["model_args"] = {**ckpt["model_args"], "base_channels": 12}  # weights of one configuration, args of another
+    torch.save(ckpt, tmp_path / "other_config.pt")
+    with pytest.raises(UserError, match="does not match this code's model .*size mismatch"):
+        denoise.load_model(tmp_path / "other_config.pt")

@@ -262,3 +262,28 @@ def test_several_noise_folders_mix_esc50_folds_and_categories(corpus, tmp_path):
     for r in manifest:
         if r["noise_source"].startswith("ESC-50/") and r["split"] == "test":
             assert r["noise_source"].split("/")[-1].startswith("5-")
+
+
+def test_killed_run_completes_to_the_same_set(corpus, prepared, tmp_path):
+    """SIGKILL prepare_data.py in the middle of mixing; the next run gives exactly the uninterrupted set."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "prepare_data.py"), *prepare_args(*corpus, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(out.glob("*/voice/*.png"))) < 5:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.csv").exists()  # an interrupted set never looks finished
+    prepare_data.main(prepare_args(*corpus, out))
+    assert (out / "manifest.csv").read_text() == (prepared / "manifest.csv").read_text()
+    for r in rows(prepared):
+        for k in KINDS:
+            a, b = (d / r["split"] / k / f"{r['id']}.wav" for d in (prepared, out))
+            assert np.array_equal(sf.read(a)[0], sf.read(b)[0])
+    assert not list(out.rglob("*.tmp"))
