@@ -240,7 +240,7 @@ def report(summary, by_snr, by_cat, binning, pesq_failures):
         stats = summary["all"][s]
         lines.append(f"| {s} | " + " | ".join(cell(stats[m], fmt) for m, _, fmt in METRICS) +
                      f" | {stats['si_sdr']['n']} |")
-    lines.append(f"\nMean ± 95% CI (Student t over files). PESQ failures (left out): "
+    lines.append("\nMean ± 95% CI (Student t over files). PESQ failures (left out): "
                  + ", ".join(f"{s} {pesq_failures[s]}" for s in SYSTEMS))
     snrs = sorted(by_snr, key=snr_order)
     if snrs == ["n/a"] and list(by_cat) == ["n/a"]:

@@ -55,9 +55,9 @@ def level_gain(noisy, target_db):
     return 10 ** (target_db / 20) / rms.clamp_min(1e-5)
 
 
-def subtract_noise(spec, noise_mag, floor):
+def subtract_noise(spec, noise_mag, floor, mag=None):
     """Spectral subtraction with a floor, keeping the noisy phase: |S| = max(|Y| - |N|, floor |Y|)."""
-    mag = spec.abs()
+    mag = spec.abs() if mag is None else mag  # callers that already hold |Y| pass it
     clean_mag = torch.maximum(mag - noise_mag, floor * mag)
     return spec * (clean_mag / mag.clamp_min(1e-20))
 
@@ -86,7 +86,7 @@ class NoiseSubtractionDenoiser(nn.Module):
         spec = stft(noisy * gain, self.audio)
         mag = spec.abs()
         noise_mag = self.noise_fraction(mag) * mag
-        clean_spec = subtract_noise(spec, noise_mag, self.floor)
+        clean_spec = subtract_noise(spec, noise_mag, self.floor, mag)
         return istft(clean_spec, self.audio, noisy.shape[-1]) / gain, noise_mag / gain[..., None]
 
 

@@ -1,7 +1,6 @@
 """audio.py: STFT round trip, the fixed dB scale, 16-bit PNGs, mixing at an SNR, loading."""
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from audio import (AudioConfig, UserError, db_to_magnitude, istft, load_audio, load_png, magnitude_to_db, mix,
