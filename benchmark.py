@@ -227,50 +227,62 @@ def bench_memory(ctx):
 
 
 def bench_train(ctx):
-    """5. train.py's step on the CPU: samples/s, audio-s/s, and FLOP/s against a measured conv's FLOP/s."""
+    """5. train.py's step on the CPU, as train.py runs it (channels_last, bf16 autocast where the CPU does
+    bf16 fast) and in plain float32: samples/s, and FLOP/s against a measured conv's FLOP/s."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     import train
     from unet import NoiseSubtractionDenoiser
     d = train.parse_args([])  # train.py's defaults: batch size, segment length, optimiser settings
-    model = NoiseSubtractionDenoiser(ctx.model.audio, **ctx.model.model_args).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
-    n = round(d.segment_seconds * model.audio.sample_rate)
+    n = round(d.segment_seconds * ctx.model.audio.sample_rate)
     g = torch.Generator().manual_seed(0)
     voice = 0.05 * torch.randn(d.batch_size, n, generator=g)
     noisy = voice + 0.05 * torch.randn(d.batch_size, n, generator=g)
+    default = train.pick_precision(d.precision, torch.device("cpu"))
+    for amp in dict.fromkeys([default, None]):  # train.py's choice first, then float32 if that differs
+        name = str(amp or torch.float32).replace("torch.", "")
+        model = NoiseSubtractionDenoiser(ctx.model.audio, **ctx.model.model_args).train()
+        model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
 
-    def step():
-        loss, _ = train.loss_fn(model, noisy, voice, d.sisdr_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
-        opt.step()
+        def step():
+            loss, _ = train.loss_fn(model, noisy, voice, d, amp)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
+            opt.step()
 
-    with FlopCounterMode(display=False) as fc:
-        step()
-    flops = fc.get_total_flops()
-    step()  # a second warm-up step
-    steps = max(1, ctx.args.train_steps)
-    t = best_of(lambda: [step() for _ in range(steps)], 1, warmup=0) / steps
-    # the machine's convolution speed, on one of the model's own layers at the same batch size
-    c, m = 2 * model.model_args["base_channels"], 2 ** model.unet.depth
-    frames = -(-(n // model.audio.hop_length + 1) // m) * m  # as the U-Net pads them
-    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
-    x = torch.randn(d.batch_size, c, model.audio.n_bins // 2, frames // 2, requires_grad=True)
-    conv_step = lambda: conv(x).sum().backward()
-    with FlopCounterMode(display=False) as fc:
-        conv_step()
-    t_conv = best_of(conv_step, max(3, ctx.args.repeats), warmup=2)
-    model_gf, conv_gf = flops / t / 1e9, fc.get_total_flops() / t_conv / 1e9
-    setting = (f"batch {d.batch_size} x {d.segment_seconds:g} s, {ctx.args.threads} threads, "
-               f"mean of {steps} steps after 2 warm-up steps, AdamW, random audio")
-    report(ctx, "training step", f"{d.batch_size / t:.1f} samples/s, {d.batch_size * d.segment_seconds / t:.1f} "
-           f"audio-s/s ({t * 1000:.0f} ms/step)", setting)
-    report(ctx, "training FLOP/s vs machine conv FLOP/s",
-           f"{model_gf:.1f} / {conv_gf:.1f} GFLOP/s = {model_gf / conv_gf:.0%}",
-           f"{flops / 1e9:.1f} GFLOP/step (FlopCounterMode: conv/matmul fwd+bwd; FFTs not counted); "
-           f"conv {c}->{c} 3x3 on {list(x.shape)} fwd+bwd, best of {max(3, ctx.args.repeats)}")
+        with FlopCounterMode(display=False) as fc:
+            step()
+        flops = fc.get_total_flops()
+        step()  # a second warm-up step
+        steps = max(1, ctx.args.train_steps)
+        t = best_of(lambda: [step() for _ in range(steps)], 1, warmup=0) / steps
+        # the machine's convolution speed, on one of the model's own layers at the same batch size and dtype
+        c, m = 2 * model.model_args["base_channels"], 2 ** model.unet.depth
+        frames = -(-(n // model.audio.hop_length + 1) // m) * m  # as the U-Net pads them
+        conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+        x = torch.randn(d.batch_size, c, model.audio.n_bins // 2, frames // 2, requires_grad=True)
+        x = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+
+        def conv_step():
+            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                y = conv(x)
+            y.float().sum().backward()
+
+        with FlopCounterMode(display=False) as fc:
+            conv_step()
+        t_conv = best_of(conv_step, max(3, ctx.args.repeats), warmup=2)
+        model_gf, conv_gf = flops / t / 1e9, fc.get_total_flops() / t_conv / 1e9
+        setting = (f"{name}{' (train.py default here)' if amp is default else ''}, channels_last, batch "
+                   f"{d.batch_size} x {d.segment_seconds:g} s, {ctx.args.threads} threads, mean of {steps} steps "
+                   f"after 2 warm-up steps, AdamW, random audio")
+        report(ctx, f"training step {name}", f"{d.batch_size / t:.1f} samples/s, "
+               f"{d.batch_size * d.segment_seconds / t:.1f} audio-s/s ({t * 1000:.0f} ms/step)", setting)
+        report(ctx, f"training FLOP/s vs machine conv FLOP/s {name}",
+               f"{model_gf:.1f} / {conv_gf:.1f} GFLOP/s = {model_gf / conv_gf:.0%}",
+               f"{flops / 1e9:.1f} GFLOP/step (FlopCounterMode: conv/matmul fwd+bwd; FFTs not counted); "
+               f"conv {c}->{c} 3x3 on {list(x.shape)} fwd+bwd in {name}, best of {max(3, ctx.args.repeats)}")
 
 
 def bench_loader(ctx):

@@ -1,15 +1,18 @@
 """
 Train the noise-subtraction U-Net on a prepared set.
 
-    python train.py                                  # data/processed -> models/unet.pt
-    python train.py --resume                         # carry on from models/unet_last.pt
-    python train.py --init-from models/unet.pt --data-dir my_data/processed   # fine-tune
+    python train.py                                  # data/processed -> models/trained/unet.pt
+    python train.py --resume                         # carry on from models/trained/unet_last.pt
+    python train.py --init-from models/unet.pt --data-dir my_data/processed   # fine-tune the pretrained model
 
 Each step remixes clean voice and noise on the fly (dataset.RemixDataset), runs the whole
 denoiser (STFT, U-Net noise estimate, subtraction, iSTFT) and puts the loss on the denoised
-result: L1 between power-law compressed magnitudes (|X|^0.3) plus a small SI-SDR term. The
-fixed validation mixtures pick the best epoch by SI-SDR. Writes, next to --out:
-  unet.pt (best), unet_last.pt (latest, for --resume), unet_history.json, unet_curves.png.
+result: L1 between power-law compressed spectra (|X|^0.3, on magnitudes and, with weight
+--complex-weight, on the complex values so that the noisy phase left in a bin counts) plus a
+small SI-SDR term. Convolutions run in bfloat16 (autocast) where the hardware does that fast:
+CUDA GPUs with bf16, and CPUs with AMX or AVX512-BF16 (about 3x faster than float32 here).
+The fixed validation mixtures pick the best epoch by SI-SDR, scored in float32. Writes, next to --out:
+  unet.pt (best, without optimizer state), unet_last.pt (latest, for --resume), unet_history.json, unet_curves.png.
 Every checkpoint carries the model's hyper-parameters, the audio settings and this config.
 """
 import argparse
@@ -36,7 +39,9 @@ ARCH_DEFAULTS = dict(base_channels=16, depth=4, norm="batch", floor_db=-30.0)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/processed"))
-    p.add_argument("--out", type=Path, default=Path("models/unet.pt"), help="best checkpoint (others go beside it)")
+    p.add_argument("--out", type=Path, default=Path("models/trained/unet.pt"),
+                   help="best checkpoint (others go beside it; models/unet.pt is the pretrained model)")
+    p.add_argument("--overwrite", action="store_true", help="start a new run over an existing --out")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, warm-up then cosine)")
@@ -50,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--norm", choices=("batch", "none"), help=f"default {ARCH_DEFAULTS['norm']}")
     p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {ARCH_DEFAULTS['floor_db']})")
     p.add_argument("--sisdr-weight", type=float, default=0.01, help="weight of the -SI-SDR term in the loss")
+    p.add_argument("--complex-weight", type=float, default=0.0,
+                   help="share of the compressed-spectrum L1 put on complex values rather than magnitudes")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="auto: bf16 autocast on CUDA GPUs and CPUs that support it fast, fp16 on older GPUs, else fp32")
     p.add_argument("--grad-clip", type=float, default=5.0)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or cuda/mps/cpu")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: 0 on CPU, 4 on GPU)")
@@ -61,6 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--stop-after", type=int, help="end this run after this epoch (the schedule still spans --epochs; "
                    "continue later with --resume)")
     args = p.parse_args(argv)
+    for a in p._actions:  # parse again with no defaults: which flags were given (--resume keeps the others)
+        a.default = argparse.SUPPRESS
+    args.given = set(vars(p.parse_args(argv)))
     if args.resume and args.init_from:
         p.error("--resume and --init-from exclude each other (resume continues a run; init-from starts a new one)")
     args.arch_given = {k for k in ARCH_DEFAULTS if getattr(args, k) is not None}
@@ -98,32 +110,68 @@ def code_version():
         return "unknown"
 
 
-def loss_fn(model, noisy, voice, sisdr_weight):
-    """Loss on the denoised result, at the model's normalised level."""
-    est, _ = model(noisy)
+def pick_precision(name, device):
+    """The autocast dtype for training (None: float32)."""
+    if name == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
+            name = "bf16"
+        else:
+            name = "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA GPU (use bf16 or fp32)")
+    return dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=None)[name]
+
+
+def loss_fn(model, noisy, voice, args, amp_dtype=None):
+    """Loss on the denoised result, at the model's normalised level (float32 outside the U-Net)."""
+    with torch.autocast(noisy.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        est, _ = model(noisy)
+    est = est.float()
     raw = getattr(model, "module", model)  # through DistributedDataParallel
     g = level_gain(noisy, raw.level_db)
-    e, c = est * g, voice * g
-    compress = lambda x: (stft(x, raw.audio).abs() + 1e-6) ** 0.3
-    mag = (compress(e) - compress(c)).abs().mean()
-    sdr = si_sdr(e, c).mean()
-    return mag - sisdr_weight * sdr, est
+    e, c = stft(est * g, raw.audio), stft(voice * g, raw.audio)
+    compress = lambda spec: spec * (spec.abs() + 1e-6) ** -0.7  # |X|^0.3 with the phase of X
+    ce, cc = compress(e), compress(c)
+    mag = (ce.abs() - cc.abs()).abs().mean()
+    cplx = (ce - cc).abs().mean()
+    sdr = si_sdr(est * g, voice * g).mean()
+    w = args.complex_weight
+    return (1 - w) * mag + w * cplx - args.sisdr_weight * sdr, est
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, sisdr_weight, world=1):
+def evaluate(model, loader, device, args, world=1):
     """Mean loss, SI-SDR of the output and of the input, over a fixed set (summed over ranks)."""
     model.eval()
     totals = np.zeros(3)
     n = 0
     for noisy, voice in loader:
         noisy, voice = noisy.to(device), voice.to(device)
-        loss, est = loss_fn(model, noisy, voice, sisdr_weight)
+        loss, est = loss_fn(model, noisy, voice, args)
         totals += [loss.item() * len(noisy), si_sdr(est, voice).sum().item(), si_sdr(noisy, voice).sum().item()]
         n += len(noisy)
     model.train()
     *totals, n = all_sum([*totals.tolist(), n], device, world)
     return [float(t / n) for t in totals]
+
+
+NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "device", "workers", "arch_given", "given",
+                 *ARCH_DEFAULTS}
+
+
+def inherit_settings(ckpt, args):
+    """--resume carries on with the checkpoint's training settings, except for flags given now."""
+    taken = []
+    for k, v in ckpt.get("config", {}).items():
+        now = getattr(args, k, None)
+        now = str(now) if isinstance(now, Path) else list(now) if isinstance(now, tuple) else now
+        if k in NOT_INHERITED or k in args.given or not hasattr(args, k) or v == now:
+            continue
+        setattr(args, k, Path(v) if k == "data_dir" else type(getattr(args, k))(v) if k.endswith("range") else v)
+        taken.append(f"--{k.replace('_', '-')} {v}")
+    return taken
 
 
 def check_same_architecture(ckpt, args, path):
@@ -135,12 +183,16 @@ def check_same_architecture(ckpt, args, path):
 
 
 def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, args):
-    state = dict(model=model.state_dict(), model_args=model.model_args, audio=model.audio.to_dict(),
-                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
+    """optimizer=None leaves out AdamW's moments (twice the weights' size): the best checkpoint is the
+    one people ship and fine-tune from, the _last one carries everything an exact --resume needs."""
+    state = dict(model={k: v.contiguous() for k, v in model.state_dict().items()}, model_args=model.model_args,
+                 audio=model.audio.to_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
                  best_val_si_sdr=best, history=history,
                  config={k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v)
                          for k, v in vars(args).items()},
                  code_version=code_version())
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
     atomic_save(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -202,10 +254,23 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     last_path = out.with_name(out.stem + "_last.pt")
     history_path, curves_path = out.with_name(out.stem + "_history.json"), out.with_name(out.stem + "_curves.png")
+    if out.exists() and not args.resume and not args.overwrite:  # never lose a trained model by accident
+        raise UserError(f"{out} exists; continue it with --resume, fine-tune it with --init-from {out} "
+                        f"--out OTHER.pt, or replace it with --overwrite")
     if master:  # a run killed while saving leaves a temporary file; the real files are always whole
         for p in (out, last_path, history_path, curves_path):
             temp_path(p).unlink(missing_ok=True)
 
+    ckpt = None
+    if args.resume:  # the checkpoint's settings first: they say which data to load
+        resume_path = last_path if args.resume == "auto" else Path(args.resume)
+        if not resume_path.exists():
+            raise UserError(f"nothing to resume: {resume_path} does not exist")
+        ckpt = load_checkpoint(resume_path)
+        check_same_architecture(ckpt, args, resume_path)
+        taken = inherit_settings(ckpt, args)
+        if taken:
+            log(f"settings from {resume_path}: {' '.join(taken)}")
     data_cfg = json.loads((args.data_dir / "config.json").read_text()) if (args.data_dir / "config.json").exists() else {}
     audio = AudioConfig.from_dict(data_cfg.get("audio", {}))
     read_manifest(args.data_dir)  # a clear error when there is no prepared set
@@ -219,13 +284,7 @@ def main(argv=None):
 
     # model, optimiser and schedule; a resumed run takes all three (and the history) from its checkpoint
     start_epoch, best, history = 1, -math.inf, []
-    ckpt = None
-    if args.resume:
-        resume_path = last_path if args.resume == "auto" else Path(args.resume)
-        if not resume_path.exists():
-            raise UserError(f"nothing to resume: {resume_path} does not exist")
-        ckpt = load_checkpoint(resume_path)
-        check_same_architecture(ckpt, args, resume_path)
+    if ckpt is not None:
         model = build_model(ckpt["model_args"], ckpt["audio"])
         log(f"resuming {resume_path} after epoch {ckpt['epoch']}")
     elif args.init_from:
@@ -239,6 +298,10 @@ def main(argv=None):
     if model.audio != audio:
         raise UserError(f"the model's audio settings {model.audio} differ from the data's {audio}")
     model.to(device)
+    amp_dtype = pick_precision(args.precision, device)
+    if device.type in ("cpu", "cuda"):  # oneDNN and cuDNN convolutions are faster on NHWC tensors
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = math.ceil(len(train_set) / (args.batch_size * world))
     total, warmup = args.epochs * steps_per_epoch, max(1, round(args.warmup_epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -246,13 +309,17 @@ def main(argv=None):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if "optimizer" in ckpt:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        else:  # a best/shipped checkpoint: same weights and schedule position, fresh AdamW moments
+            log(f"{resume_path} holds no optimizer state (a best checkpoint): AdamW restarts its moments")
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best_val_si_sdr"], ckpt["history"]
     raw_model = model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     log(f"{describe(raw_model)}; device {device}{f' x {world} processes' if world > 1 else ''}; "
+        f"{str(amp_dtype or torch.float32).replace('torch.', '')} autocast; "
         f"{len(train_set)} training voices remixed each epoch, {len(val_set)} validation mixtures")
 
     for epoch in range(start_epoch, args.epochs + 1):
@@ -271,16 +338,18 @@ def main(argv=None):
         bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=not master)
         for noisy, voice in bar:
             noisy, voice = noisy.to(device, non_blocking=True), voice.to(device, non_blocking=True)
-            loss, _ = loss_fn(model, noisy, voice, args.sisdr_weight)
+            loss, _ = loss_fn(model, noisy, voice, args, amp_dtype)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             running, n = running + loss.item() * len(noisy), n + len(noisy)
             bar.set_postfix(loss=f"{running / n:.4f}")
         running, n = all_sum([running, n], device, world)
-        val_loss, val_sdr, val_noisy = evaluate(model, val_loader, device, args.sisdr_weight, world)
+        val_loss, val_sdr, val_noisy = evaluate(model, val_loader, device, args, world)
         history.append(dict(epoch=epoch, train_loss=running / n, val_loss=val_loss, val_si_sdr=val_sdr,
                             val_noisy_si_sdr=val_noisy, lr=scheduler.get_last_lr()[0], seconds=time.time() - t0))
         improved = val_sdr > best
@@ -290,7 +359,7 @@ def main(argv=None):
             f"[{time.time() - t0:.0f} s]")
         if master:
             if improved:
-                save_checkpoint(out, raw_model, optimizer, scheduler, epoch, best, history, args)
+                save_checkpoint(out, raw_model, None, scheduler, epoch, best, history, args)
             save_checkpoint(last_path, raw_model, optimizer, scheduler, epoch, best, history, args)
             atomic_save(history_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
             plot_history(history, curves_path)
@@ -315,7 +384,7 @@ def main(argv=None):
     if out.exists() and read_manifest(args.data_dir, "test"):
         raw_model.load_state_dict(load_checkpoint(out)["model"])
         test_loader = DataLoader(MixtureDataset(args.data_dir, "test"), batch_size=args.batch_size, num_workers=workers)
-        _, test_sdr, test_noisy = evaluate(raw_model, test_loader, device, args.sisdr_weight)
+        _, test_sdr, test_noisy = evaluate(raw_model, test_loader, device, args)
         print(f"test SI-SDR: noisy {test_noisy:.2f} dB -> denoised {test_sdr:.2f} dB "
               f"(improvement {test_sdr - test_noisy:+.2f} dB) with the best checkpoint {out}")
     print(f"wrote {out}, {last_path.name}, {history_path.name}, {curves_path.name}")

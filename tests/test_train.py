@@ -28,6 +28,7 @@ def test_checkpoint_carries_everything(trained):
     assert ckpt["best_val_si_sdr"] == max(h["val_si_sdr"] for h in ckpt["history"])
     last = torch.load(trained.with_name("unet_last.pt"), weights_only=True)
     assert last["epoch"] == 10 and "optimizer" in last and "scheduler" in last
+    assert "optimizer" not in ckpt  # the best checkpoint is the small one that ships
     assert not list(trained.parent.glob("*.tmp"))
 
 
@@ -43,6 +44,14 @@ def test_resume_continues_where_it_stopped(prepared, tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
+    # a best checkpoint (no optimizer state) resumes too: same schedule position, fresh AdamW moments
+    best = tmp_path / "b" / "unet.pt"
+    # and it carries on with the checkpoint's settings (data, model, batch size...) unless told otherwise
+    train.main(["--out", str(tmp_path / "c" / "unet.pt"), "--epochs", "4", "--resume", str(best)])
+    c = torch.load(tmp_path / "c" / "unet_last.pt", weights_only=True)
+    assert c["epoch"] == 4 and len(c["history"]) == 4
+    assert c["config"]["data_dir"] == str(prepared) and c["config"]["epochs"] == 4
+    assert c["config"]["batch_size"] == a["config"]["batch_size"] != train.parse_args([]).batch_size
 
 
 def test_init_from_fine_tunes(prepared, trained, tmp_path):
@@ -117,3 +126,11 @@ def test_torchrun_two_cpu_processes_agree(prepared, tmp_path):
     assert r.stdout.count("epoch 2: train loss") == 1  # only rank 0 prints
     ckpt = torch.load(out.with_name("unet_last.pt"), weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+
+
+def test_a_new_run_never_replaces_a_trained_model(prepared, trained, tmp_path):
+    out = tmp_path / "unet.pt"
+    out.write_bytes(trained.read_bytes())
+    with pytest.raises(UserError, match="exists; continue it with --resume"):
+        train.main(["--data-dir", str(prepared), "--out", str(out), "--epochs", "1", *TINY_MODEL])
+    assert out.read_bytes() == trained.read_bytes()
