@@ -5,10 +5,10 @@ Denoise recordings with a trained model.
     python denoise.py a.wav b.flac -o cleaned/       # several files into a folder
     python denoise.py talk.mp3 -o talk_clean.wav --plot
 
-The model (models/unet.pt unless --model says otherwise) carries its own audio settings.
-Any rate and channel count that soundfile/librosa read is accepted: each channel is
-resampled to the model's rate, denoised, resampled back, and written with the input's
-rate, channels and length. Long files are read, denoised and written in chunks with
+The model (the pretrained models/unet.pt unless --model says otherwise) carries its own
+audio settings. Any rate and channel count that soundfile (or ffmpeg) reads is accepted:
+each channel is resampled to the model's rate, denoised, resampled back, and written with
+the input's rate, channels and length. Long files are read, denoised and written in chunks with
 overlapping context, so memory stays bounded and the seams are inaudible.
 """
 import argparse
@@ -24,20 +24,23 @@ import torch
 from audio import UserError, atomic_save, load_audio, resample, run_main, spectrogram_db
 from unet import build_model, level_gain
 
-DEFAULT_MODEL = Path("models/unet.pt")
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "unet.pt"  # the pretrained model, wherever we run
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, help="audio files to denoise")
     p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, or ending in /)")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint (default: the pretrained model)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--plot", action="store_true", help="also save a before/after spectrogram PNG beside each output")
     p.add_argument("--chunk-seconds", type=float, default=10.0, help="audio processed at once (memory bound)")
     p.add_argument("--atten-limit-db", type=float, help="most attenuation per bin, e.g. 12 keeps more background "
                    "(default: the model's training floor)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="where the U-Net runs: auto uses onnxruntime on the CPU when an export of this very model "
+                        "(python export.py) lies beside it as .onnx, else PyTorch")
     args = p.parse_args(argv)
     if args.chunk_seconds <= 0:
         p.error("--chunk-seconds must be positive")
@@ -51,8 +54,8 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.exists():
         if path == DEFAULT_MODEL:
-            raise UserError(f"no model at {path}: train one with `python prepare_data.py && python train.py` "
-                            "or pass --model PATH")
+            raise UserError(f"no model at {path}: restore the pretrained one (git checkout models/unet.pt), "
+                            "or train one with `python prepare_data.py && python train.py` and pass --model PATH")
         raise UserError(f"no model at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -74,6 +77,39 @@ def load_model(path, device="cpu"):
         detail = detail[1] if len(detail) > 1 else detail[0]  # the first mismatch, not PyTorch's heading
         raise UserError(f"{path} does not match this code's model ({detail[:200]})") from None
     return model.to(device).eval()
+
+
+def matching_onnx(path, model):
+    """The ONNX export of exactly these weights beside the checkpoint (python export.py), or None."""
+    onnx_path = Path(path).with_suffix(".onnx")
+    if not onnx_path.exists():
+        return None
+    try:
+        import export
+        meta = export.read_metadata(onnx_path)
+    except Exception:  # onnx not installed, or not a readable file: PyTorch it is
+        return None
+    return onnx_path if meta.get("weights_sha256") == export.fingerprint(model) else None
+
+
+def use_backend(model, path, backend, device):
+    """Swap the U-Net call for onnxruntime where asked (or, with auto, where a matching export exists)."""
+    if backend == "torch" or device != "cpu":
+        if backend == "onnx":
+            raise UserError("--backend onnx runs on the CPU only")
+        return model
+    onnx_path = matching_onnx(path, model)
+    if onnx_path is None:
+        if backend == "onnx":
+            raise UserError(f"no ONNX export of {path} beside it: run `python export.py --model {path}`")
+        return model
+    try:
+        import export
+        model.noise_fraction = export.OnnxNoiseFraction(onnx_path, torch.get_num_threads())
+    except ImportError:
+        if backend == "onnx":
+            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None
+    return model
 
 
 # ----------------------------------------------------------------------------- the core
@@ -102,8 +138,9 @@ def denoise_stream(model, read, n, sr, gain, chunk_seconds=10.0, device="cpu"):
     for s in range(0, n, step):
         e = min(n, s + step)
         a, b = max(0, s - ctx), min(n, e + ctx)
-        x = resample(read(a, b), sr, msr)
-        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device), g)[0].cpu().numpy()
+        x = torch.from_numpy(np.ascontiguousarray(resample(read(a, b), sr, msr))).to(device)
+        # one channel at a time: memory grows with the chunk length only, not the channel count
+        y = torch.cat([model(x[c:c + 1], g[c:c + 1])[0] for c in range(len(x))]).cpu().numpy()
         y = resample(y, msr, sr)
         y = np.pad(y, ((0, 0), (0, max(0, (b - a) - y.shape[1]))))[:, : b - a]
         yield y[:, s - a:e - a]
@@ -222,7 +259,7 @@ def main(argv=None):
     for inp in args.inputs:
         if not inp.is_file():
             raise UserError(f"no such file: {inp}")
-    model = load_model(args.model, args.device)
+    model = use_backend(load_model(args.model, args.device), args.model, args.backend, args.device)
     if args.atten_limit_db is not None:
         model.floor = 10 ** (-args.atten_limit_db / 20)
     several = len(args.inputs) > 1

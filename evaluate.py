@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch threads for the model (default: torch's own choice)")
     p.add_argument("--chunk-seconds", type=float, default=10.0, help="audio the model processes at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    p.add_argument("--tune-floor", type=float, nargs="+", metavar="DB",
+                   help="instead of a report: score these floors (the most attenuation a bin gets, e.g. -30 -40 -50 "
+                        "-60 dB) by mean PESQ-WB and write the best into --model (choose on --split val, not test)")
     args = p.parse_args(argv)
     if (args.noisy is None) != (args.clean is None):
         p.error("--noisy and --clean go together")
@@ -292,6 +295,8 @@ def main(argv=None):
     warn(clean_only, f"clean files without a noisy file in {noisy_dir} (left out)")
     no_file = sorted(set(rows) - {Path(key).name for key, _, _ in pairs})
     warn(no_file, f"rows of {manifest} without a file pair")
+    if args.tune_floor:
+        return tune_floor(args, pairs)
     for path in (args.out, args.plot):
         if not path.parent.is_dir():
             raise UserError(f"output folder does not exist: {path.parent}")
@@ -359,6 +364,33 @@ def main(argv=None):
     plot(summary, by_snr, binning, args.plot)
     print(f"wrote {args.out} and {args.plot}")
     return results
+
+
+def tune_floor(args, pairs):
+    """Pick the subtraction floor by mean PESQ-WB on these files; store it in the checkpoint (atomically)."""
+    model, ckpt = load_model(args.model, args.device), load_checkpoint(args.model)
+    with multiprocessing.get_context("fork").Pool(args.workers, initializer=_init_worker) as pool:
+        data = [(load_audio(n, SR, mono=True)[0], load_audio(c, SR, mono=True)[0][0]) for _, n, c in pairs]
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        table = {}
+        for db in args.tune_floor:
+            model.floor = 10 ** (db / 20)
+            outs = [denoise_array(model, x, SR, args.chunk_seconds, args.device)[0][: len(c)]
+                    for x, c in tqdm(data, desc=f"floor {db:g} dB")]
+            scores = pool.starmap(metrics, [(o, c[: len(o)]) for o, (_, c) in zip(outs, data)])
+            table[db] = {k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in scores]))
+                         for k in ("pesq_wb", "stoi", "si_sdr")}
+            print(f"floor {db:g} dB: PESQ-WB {table[db]['pesq_wb']:.3f}, STOI {table[db]['stoi']:.3f}, "
+                  f"SI-SDR {table[db]['si_sdr']:.2f} dB ({len(outs)} files)")
+    best = max(table, key=lambda db: table[db]["pesq_wb"])
+    ckpt.setdefault("trained_floor_db", ckpt["model_args"]["floor_db"])
+    ckpt["model_args"]["floor_db"] = best
+    ckpt["floor_tuning"] = dict(files=len(pairs), split=args.split if args.noisy is None else str(args.noisy),
+                                scores={str(k): v for k, v in table.items()})
+    atomic_save(args.model, lambda tmp: torch.save(ckpt, tmp))
+    print(f"floor {best:g} dB has the best PESQ-WB: written into {args.model}")
+    return table
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from audio import UserError, atomic_save, run_main
+from denoise import DEFAULT_MODEL
 from unet import build_model
 
 GRAPH = "noise_fraction/1"  # what the graph computes, and the version of that contract
@@ -33,7 +34,7 @@ OPSET = 18
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", type=Path, default=Path("models/unet.pt"))
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint (default: the pretrained model)")
     p.add_argument("--out", type=Path, help="ONNX file (None: the model's path with .onnx)")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx's exporter; auto tries dynamo (torch.export), then the older TorchScript one")
@@ -55,8 +56,18 @@ class NoiseFraction(torch.nn.Module):
         return self.model.noise_fraction(magnitude)
 
 
+def fingerprint(model):
+    """SHA-256 of the weights (float32), so that denoise.py can tell an export of this very checkpoint."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def metadata(model, ckpt=None):
-    meta = dict(graph=GRAPH, audio=model.audio.to_dict(), model_args=model.model_args,
+    meta = dict(graph=GRAPH, audio=model.audio.to_dict(), model_args=model.model_args, weights_sha256=fingerprint(model),
                 input="magnitude: float32 [batch, n_fft/2+1, frames], linear STFT magnitude (audio.stft) of the "
                       "waveform scaled to level_db dBFS RMS (unet.level_gain)",
                 output="noise_fraction: float32, same shape, predicted noise magnitude / magnitude (0..1)")

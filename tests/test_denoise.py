@@ -101,12 +101,16 @@ def test_bad_model_files(tmp_path):
         denoise.load_model(tmp_path / "other.pt")
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    """No model yet: one line that says how to get one, non-zero exit, no traceback."""
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
+    """A missing model: one line, non-zero exit, no traceback; for the default one, how to get it back."""
     sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
-    r = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "a.wav"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "a.wav", "--model", "models/unet.pt"], cwd=tmp_path,
+                       capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert r.stderr.strip().count("\n") == 0 and "python train.py" in r.stderr
+    assert r.stderr.strip() == "error: no model at models/unet.pt"
+    monkeypatch.setattr(denoise, "DEFAULT_MODEL", tmp_path / "models" / "unet.pt")
+    with pytest.raises(UserError, match="git checkout models/unet.pt.*python train.py"):
+        denoise.load_checkpoint(tmp_path / "models" / "unet.pt")
     r = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "missing.wav"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0 and r.stderr.strip() == "error: no such file: missing.wav"
     assert not (tmp_path / "a_denoised.wav").exists()
@@ -122,3 +126,27 @@ def test_truncated_checkpoint_is_named(trained, tmp_path):
     torch.save(ckpt, tmp_path / "other_config.pt")
     with pytest.raises(UserError, match="does not match this code's model .*size mismatch"):
         denoise.load_model(tmp_path / "other_config.pt")
+
+
+def test_the_pretrained_model_ships_and_is_the_default(tmp_path):
+    """`python denoise.py noisy.wav` on a fresh clone uses models/unet.pt and makes the file better."""
+    path = ROOT / "models" / "unet.pt"
+    assert path.stat().st_size <= 20e6
+    ckpt = denoise.load_checkpoint(path)
+    assert ckpt["config"]["epochs"] >= 1 and ckpt["history"] and "optimizer" not in ckpt
+    rng = np.random.default_rng(1)
+    voice = voiced(4.0, 16000, 120, rng)
+    for kind in ("hiss", "band"):
+        noise = noise_clip(kind, 4.0, 16000, rng)
+        noise *= np.sqrt(np.sum(voice ** 2) / np.sum(noise ** 2))  # 0 dB SNR
+        sf.write(tmp_path / f"{kind}.wav", voice + noise, 16000, subtype="FLOAT")
+        r = subprocess.run([sys.executable, str(ROOT / "denoise.py"), f"{kind}.wav"], cwd=tmp_path,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        y, _ = sf.read(tmp_path / f"{kind}_denoised.wav", dtype="float32")
+        gain = si_sdr(torch.from_numpy(y), torch.from_numpy(voice)) - si_sdr(torch.from_numpy(voice + noise),
+                                                                             torch.from_numpy(voice))
+        assert gain > 5.0, (kind, float(gain))
+    sf.write(tmp_path / "zeros.wav", np.zeros(16000, np.float32), 16000, subtype="FLOAT")
+    subprocess.run([sys.executable, str(ROOT / "denoise.py"), "zeros.wav"], cwd=tmp_path, check=True)
+    assert np.all(sf.read(tmp_path / "zeros_denoised.wav")[0] == 0)
