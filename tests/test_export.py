@@ -63,3 +63,27 @@ def test_one_line_errors(tmp_path):
     bad.write_text("not a checkpoint")
     with pytest.raises(UserError, match="not a readable checkpoint"):
         export.main(["--model", str(bad)])
+
+
+def test_denoise_uses_an_export_of_the_same_weights_only(trained, tmp_path):
+    """denoise.py's auto backend: onnxruntime when model.onnx beside model.pt holds the same weights."""
+    import shutil
+    import denoise
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(trained, ckpt)
+    rng = np.random.default_rng(3)
+    audio = voiced(1.5, SR, 140, rng)[None] + 0.02 * rng.standard_normal((1, int(1.5 * SR))).astype(np.float32)
+    expected = denoise_array(load_model(ckpt), audio, SR)
+    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseFraction)
+    with pytest.raises(UserError, match="no ONNX export"):
+        denoise.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
+    export.main(["--model", str(ckpt)])  # -> m.onnx beside it
+    model = denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu")
+    assert isinstance(model.noise_fraction, export.OnnxNoiseFraction)
+    assert np.abs(denoise_array(model, audio, SR) - expected).max() < 1e-4
+    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "torch", "cpu").noise_fraction, export.OnnxNoiseFraction)
+    # other weights under the same name: the stale export is ignored
+    other = torch.load(ckpt, weights_only=True)
+    other["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in other["model"].items()}
+    torch.save(other, ckpt)
+    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseFraction)
