@@ -12,6 +12,7 @@ so a full-scale sine wave reads 0 dB in its bin, and every value is clipped to
 [db_min, db_max] = [-100, +20] dB. A 16-bit PNG stores (dB - db_min) / (db_max - db_min)
 * 65535, i.e. steps of 0.0018 dB, with low frequencies at the bottom of the image.
 """
+import math
 import os
 import shutil
 import subprocess
@@ -209,8 +210,10 @@ def resample(audio, sr_in, sr_out):
     import soxr
     x = np.asarray(audio, dtype=np.float32)
     flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T)  # soxr wants [frames, channels]
-    y = soxr.resample(flat, sr_in, sr_out, quality="HQ")
-    return np.ascontiguousarray(y.T, dtype=np.float32).reshape(*x.shape[:-1], -1)
+    y = soxr.resample(flat, sr_in, sr_out, quality="HQ").T
+    n = math.ceil(x.shape[-1] * sr_out / sr_in)  # as librosa: ceil, so one sample never becomes none
+    y = np.pad(y, ((0, 0), (0, max(0, n - y.shape[1]))))[:, :n]
+    return np.ascontiguousarray(y, dtype=np.float32).reshape(*x.shape[:-1], n)
 
 
 def find_audio(folder):

@@ -79,3 +79,15 @@ def test_load_errors_are_user_errors(tmp_path):
     (tmp_path / "text.wav").write_text("not audio")
     with pytest.raises(UserError, match="cannot read audio from .*text.wav"):
         load_audio(tmp_path / "text.wav")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 1000, 44101])
+@pytest.mark.parametrize("sr_in, sr_out", [(44100, 16000), (8000, 16000), (48000, 16000)])
+def test_resample_matches_librosa_even_for_a_sample_or_two(n, sr_in, sr_out):
+    import librosa
+    from audio import resample
+    x = np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)
+    expected = librosa.resample(x, orig_sr=sr_in, target_sr=sr_out, res_type="soxr_hq", axis=-1)
+    got = resample(x, sr_in, sr_out)
+    assert got.shape == expected.shape and got.shape[1] >= 1 and got.dtype == np.float32
+    assert np.allclose(got, expected, atol=1e-6)
