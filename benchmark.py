@@ -262,8 +262,8 @@ def bench_train(ctx):
         c, m = 2 * model.model_args["base_channels"], 2 ** model.unet.depth
         frames = -(-(n // model.audio.hop_length + 1) // m) * m  # as the U-Net pads them
         conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
-        x = torch.randn(d.batch_size, c, model.audio.n_bins // 2, frames // 2, requires_grad=True)
-        x = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+        x = torch.randn(d.batch_size, c, model.audio.n_bins // 2, frames // 2)
+        x = x.to(memory_format=torch.channels_last).requires_grad_()
 
         def conv_step():
             with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):

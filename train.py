@@ -124,6 +124,12 @@ def pick_precision(name, device):
     return dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=None)[name]
 
 
+def compressed_stft(x, audio):
+    """STFT with magnitudes raised to 0.3 and the phase kept: |X|^0.3 e^(j angle X)."""
+    spec = stft(x, audio)
+    return spec * (spec.abs() + 1e-6) ** -0.7
+
+
 def loss_fn(model, noisy, voice, args, amp_dtype=None):
     """Loss on the denoised result, at the model's normalised level (float32 outside the U-Net)."""
     with torch.autocast(noisy.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -131,12 +137,11 @@ def loss_fn(model, noisy, voice, args, amp_dtype=None):
     est = est.float()
     raw = getattr(model, "module", model)  # through DistributedDataParallel
     g = level_gain(noisy, raw.level_db)
-    e, c = stft(est * g, raw.audio), stft(voice * g, raw.audio)
-    compress = lambda spec: spec * (spec.abs() + 1e-6) ** -0.7  # |X|^0.3 with the phase of X
-    ce, cc = compress(e), compress(c)
+    e, c = est * g, voice * g
+    ce, cc = compressed_stft(e, raw.audio), compressed_stft(c, raw.audio)
     mag = (ce.abs() - cc.abs()).abs().mean()
     cplx = (ce - cc).abs().mean()
-    sdr = si_sdr(est * g, voice * g).mean()
+    sdr = si_sdr(e, c).mean()
     w = args.complex_weight
     return (1 - w) * mag + w * cplx - args.sisdr_weight * sdr, est
 
@@ -161,13 +166,16 @@ NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "devic
                  *ARCH_DEFAULTS}
 
 
+def config_value(v):
+    """A flag's value as checkpoints store it (plain types, so that weights_only loading reads it)."""
+    return str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else list(v) if isinstance(v, tuple) else v
+
+
 def inherit_settings(ckpt, args):
     """--resume carries on with the checkpoint's training settings, except for flags given now."""
     taken = []
     for k, v in ckpt.get("config", {}).items():
-        now = getattr(args, k, None)
-        now = str(now) if isinstance(now, Path) else list(now) if isinstance(now, tuple) else now
-        if k in NOT_INHERITED or k in args.given or not hasattr(args, k) or v == now:
+        if k in NOT_INHERITED or k in args.given or not hasattr(args, k) or config_value(v) == config_value(getattr(args, k)):
             continue
         setattr(args, k, Path(v) if k == "data_dir" else type(getattr(args, k))(v) if k.endswith("range") else v)
         taken.append(f"--{k.replace('_', '-')} {v}")
@@ -188,8 +196,7 @@ def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, arg
     state = dict(model={k: v.contiguous() for k, v in model.state_dict().items()}, model_args=model.model_args,
                  audio=model.audio.to_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
                  best_val_si_sdr=best, history=history,
-                 config={k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v)
-                         for k, v in vars(args).items()},
+                 config={k: config_value(v) for k, v in vars(args).items()},
                  code_version=code_version())
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -387,7 +394,9 @@ def main(argv=None):
         _, test_sdr, test_noisy = evaluate(raw_model, test_loader, device, args)
         print(f"test SI-SDR: noisy {test_noisy:.2f} dB -> denoised {test_sdr:.2f} dB "
               f"(improvement {test_sdr - test_noisy:+.2f} dB) with the best checkpoint {out}")
-    print(f"wrote {out}, {last_path.name}, {history_path.name}, {curves_path.name}")
+    if not out.exists():  # a resumed run that never beat the best it started from
+        print(f"no epoch beat the validation SI-SDR this run started from ({best:.2f} dB): no {out} written")
+    print("wrote " + ", ".join(str(p) for p in (out, last_path, history_path, curves_path) if p.exists()))
 
 
 if __name__ == "__main__":
