@@ -33,7 +33,7 @@ from dataset import MixtureDataset, RemixDataset, read_manifest
 from unet import NoiseSubtractionDenoiser, build_model, describe, level_gain
 
 
-ARCH_DEFAULTS = dict(base_channels=16, depth=4, norm="batch", floor_db=-30.0)
+ARCH_DEFAULTS = dict(base_channels=16, depth=4, norm="batch", floor_db=-60.0)
 
 
 def parse_args(argv=None):
@@ -193,7 +193,8 @@ def check_same_architecture(ckpt, args, path):
 def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, args):
     """optimizer=None leaves out AdamW's moments (twice the weights' size): the best checkpoint is the
     one people ship and fine-tune from, the _last one carries everything an exact --resume needs."""
-    state = dict(model={k: v.contiguous() for k, v in model.state_dict().items()}, model_args=model.model_args,
+    state = dict(model={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # loads anywhere
+                 model_args=model.model_args,
                  audio=model.audio.to_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
                  best_val_si_sdr=best, history=history,
                  config={k: config_value(v) for k, v in vars(args).items()},

@@ -64,7 +64,7 @@ def subtract_noise(spec, noise_mag, floor, mag=None):
 
 class NoiseSubtractionDenoiser(nn.Module):
     def __init__(self, audio: AudioConfig = AudioConfig(), base_channels=16, depth=4, norm="batch",
-                 floor_db=-30.0, level_db=-25.0):
+                 floor_db=-60.0, level_db=-25.0):
         super().__init__()
         self.audio = audio
         self.unet = UNet(1, 1, base_channels, depth, norm)
