@@ -68,7 +68,11 @@ def load_checkpoint(path):
 
 
 def load_model(path, device="cpu"):
-    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), path, device)
+
+
+def model_from_checkpoint(ckpt, path, device="cpu"):
+    """The denoiser a checkpoint read by load_checkpoint describes (for callers that also need its metadata)."""
     try:
         model = build_model(ckpt["model_args"], ckpt["audio"])
         model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from audio import AudioConfig, UserError, atomic_save, find_audio, istft, load_audio, run_main, si_sdr, stft, write_audio
 from dataset import read_manifest
-from denoise import DEFAULT_MODEL, denoise_array, load_checkpoint, load_model
+from denoise import DEFAULT_MODEL, denoise_array, load_checkpoint, model_from_checkpoint
 
 SR = 16000  # PESQ-WB and the shared benchmark score at 16 kHz
 SYSTEMS = ("noisy", "wiener", "unet")
@@ -300,7 +300,8 @@ def main(argv=None):
     for path in (args.out, args.plot):
         if not path.parent.is_dir():
             raise UserError(f"output folder does not exist: {path.parent}")
-    model, ckpt = load_model(args.model, args.device), load_checkpoint(args.model)
+    ckpt = load_checkpoint(args.model)
+    model = model_from_checkpoint(ckpt, args.model, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     for s in ("unet", "wiener") if args.save_dir else ():
@@ -368,7 +369,8 @@ def main(argv=None):
 
 def tune_floor(args, pairs):
     """Pick the subtraction floor by mean PESQ-WB on these files; store it in the checkpoint (atomically)."""
-    model, ckpt = load_model(args.model, args.device), load_checkpoint(args.model)
+    ckpt = load_checkpoint(args.model)
+    model = model_from_checkpoint(ckpt, args.model, args.device)
     with multiprocessing.get_context("fork").Pool(args.workers, initializer=_init_worker) as pool:
         data = [(load_audio(n, SR, mono=True)[0], load_audio(c, SR, mono=True)[0][0]) for _, n, c in pairs]
         if args.threads:

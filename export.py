@@ -174,9 +174,9 @@ def denoiser_from_onnx(path, threads=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from denoise import load_checkpoint, load_model  # one loader, with one-line errors for bad files
-    model = load_model(args.model)
+    from denoise import load_checkpoint, model_from_checkpoint  # one loader, with one-line errors for bad files
     ckpt = load_checkpoint(args.model)
+    model = model_from_checkpoint(ckpt, args.model)
     out = args.out or args.model.with_suffix(".onnx")
     if out.resolve() == args.model.resolve():
         raise UserError(f"--out {out} would replace the model itself")
