@@ -16,6 +16,7 @@ The fixed validation mixtures pick the best epoch by SI-SDR, scored in float32. 
 Every checkpoint carries the model's hyper-parameters, the audio settings and this config.
 """
 import argparse
+import inspect
 import json
 import math
 import os
@@ -33,7 +34,9 @@ from dataset import MixtureDataset, RemixDataset, read_manifest
 from unet import NoiseSubtractionDenoiser, build_model, describe, level_gain
 
 
-ARCH_DEFAULTS = dict(base_channels=16, depth=4, norm="batch", floor_db=-60.0)
+# the architecture flags and their defaults, as NoiseSubtractionDenoiser declares them (one source of truth)
+ARCH_DEFAULTS = {k: inspect.signature(NoiseSubtractionDenoiser).parameters[k].default
+                 for k in ("base_channels", "depth", "norm", "floor_db")}
 
 
 def parse_args(argv=None):
