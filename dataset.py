@@ -56,12 +56,22 @@ class RemixDataset(Dataset):
                  seed=0, sample_rate=16000, extra_noise=()):
         fixed = MixtureDataset(root, split)
         self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
+        self.corpora = [r.get("corpus") or "" for r in fixed.rows]  # sets made before corpora were named: ""
         self.noises = [fixed.path(i, "noise") for i in range(len(fixed))] + list(extra_noise)
         self.segment = round(segment_seconds * sample_rate)
         self.snr_range, self.level_range, self.seed, self.epoch = snr_range, level_range, seed, 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
+
+    def corpus_weights(self, weights):
+        """Per-item sampling weights from {corpus: weight} (corpora not named weigh 1), normalised to sum 1."""
+        unknown = set(weights) - set(self.corpora)
+        if unknown:
+            raise UserError(f"no corpus {', '.join(sorted(unknown))} in this set; it has: "
+                            f"{', '.join(sorted(set(self.corpora))) or '(none named)'}")
+        w = np.array([weights.get(c, 1.0) for c in self.corpora], dtype=np.float64)
+        return w / w.sum()
 
     def __len__(self):
         return len(self.voices)

@@ -29,7 +29,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "unet.pt"  # the pr
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("inputs", nargs="+", type=Path, help="audio files to denoise")
+    p.add_argument("inputs", nargs="*", type=Path, help="audio files to denoise")
+    p.add_argument("--info", action="store_true", help="print what the model is and what it learned from, and exit")
     p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, or ending in /)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint (default: the pretrained model)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
@@ -42,6 +43,8 @@ def parse_args(argv=None):
                    help="where the U-Net runs: auto uses onnxruntime on the CPU when an export of this very model "
                         "(python export.py) lies beside it as .onnx, else PyTorch")
     args = p.parse_args(argv)
+    if not args.inputs and not args.info:
+        p.error("give the audio files to denoise (or --info)")
     if args.chunk_seconds <= 0:
         p.error("--chunk-seconds must be positive")
     if args.atten_limit_db is not None and args.atten_limit_db < 0:
@@ -258,8 +261,35 @@ def plot_before_after(noisy, clean, sr, model, path, title):
     plt.close(fig)
 
 
+def model_info(ckpt, path):
+    """A few lines on a checkpoint: architecture, training run, and the data it learned from (ckpt["data"])."""
+    from unet import describe
+    cfg, data = ckpt.get("config", {}), ckpt.get("data")
+    lines = [f"{path}: {describe(model_from_checkpoint(ckpt, path))}",
+             f"audio: {ckpt['audio']}",
+             f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
+             f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}"]
+    if not data:
+        return "\n".join(lines + ["data: not recorded (a checkpoint from before ckpt['data'])"])
+    fmt = lambda v: "?" if v is None else v
+    lines += [f"speech: {', '.join(data.get('speech_dirs') or ['?'])}",
+              f"noise: {', '.join(data.get('noise_dirs') or ['?'])}",
+              f"training split: {fmt(data.get('n_speakers'))} speakers, {fmt(data.get('n_speech_files'))} speech "
+              f"recordings ({fmt(data.get('speech_minutes'))} min), {fmt(data.get('n_noise_files'))} noise recordings "
+              f"({fmt(data.get('noise_minutes'))} min)"]
+    for name, c in (data.get("corpora") or {}).items():
+        lines.append(f"  {name}: {c['n_speakers']} speakers, {c['n_speech_files']} recordings, {c['speech_minutes']} min")
+    if cfg.get("corpus_weights"):
+        lines.append(f"corpus weights: {' '.join(cfg['corpus_weights'])}")
+    lines.append(f"prepared set: {data.get('data_dir')} (manifest.csv MD5 {data.get('manifest_md5')})")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.info:
+        print(model_info(load_checkpoint(args.model), args.model))
+        return
     for inp in args.inputs:
         if not inp.is_file():
             raise UserError(f"no such file: {inp}")

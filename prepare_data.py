@@ -10,9 +10,13 @@ of audio.py, plus data/processed/manifest.csv and the settings in data/processed
 
 - Mixing is at a target SNR, 10 log10(sum voice^2 / sum noise^2), drawn from --snr-range,
   then the three signals share one gain that sets the mixture's level (--level-range).
-- Splits are by speaker (one subfolder per speaker under the speech folder) or, with fewer
-  than three speakers, by recording: chunks of one recording never land in two splits.
-  Noise is split by recording too, so validation and test noise is unseen in training.
+- Recordings whose decoded audio is identical (the same recording under two names or folders,
+  digital silence at the ends ignored) are found by hashing their samples; one copy is kept.
+- Each speech corpus (a --speech-dir, or with --speech-labels/--speaker-regex each top-level
+  subfolder of it) is split by speaker when it has at least three, else by recording: one
+  Hindi voice beside many English ones stays in training. Chunks of one recording never land
+  in two splits. Noise is split by recording too (ESC-50 by fold), so validation and test
+  noise is unseen in training.
 - Everything is drawn from --seed, so the same command gives the same set, and a re-run
   after an interruption completes the set instead of starting again.
 """
@@ -34,12 +38,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from audio import (NEEDS_FFMPEG, AudioConfig, UserError, find_audio, load_audio, mix, rms, run_main, save_png, spectrogram_db,
+from audio import (NEEDS_FFMPEG, AudioConfig, UserError, atomic_save, find_audio, load_audio, mix, rms, run_main, save_png, spectrogram_db,
                    write_audio)
 
 SPLITS = ("train", "val", "test")
 KINDS = ("noisy_voice", "voice", "noise")
-MANIFEST_FIELDS = ["id", "split", "speech_source", "speaker", "speech_start_s", "noise_source", "noise_category",
+MANIFEST_FIELDS = ["id", "split", "corpus", "speech_source", "speaker", "speech_start_s", "noise_source", "noise_category",
                    "noise_start_s", "snr_db", "level_db", "seconds"]
 DEMO_DIR = Path("data/demo")
 ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
@@ -289,15 +293,36 @@ def split_groups(groups, val_frac, test_frac, rng):
     return {"test": groups[:n_test], "val": groups[n_test:n_test + n_val], "train": groups[n_test + n_val:]}
 
 
-def split_speech(speakers, args, rng):
-    """By speaker when at least three are known for every file, else by recording."""
+def corpora_of(files, root_of, args):
+    """{file: corpus}: each --speech-dir is a corpus; with one folder and speaker labels (--speech-labels or
+    --speaker-regex), each of its top-level subfolders is one (speech/hsc_00C, speech/librispeech, ...),
+    unless every such subfolder is a single speaker's, when the folder itself is the corpus."""
+    roots = set(root_of.values())
+    corpus = {f: root_of[f].name for f in files}
+    if len(roots) == 1 and (args.speech_labels or args.speaker_regex):
+        sub = {f: first_subfolder(f, root_of[f]) or root_of[f].name for f in files}
+        if len(set(sub.values())) > 1:
+            corpus = sub
+    return corpus
+
+
+def split_speech(speakers, corpus, args, rng):
+    """Per corpus: by speaker when it has at least three, all known, else by recording (one voice stays in
+    every split). A speaker found in two corpora lands in one split."""
     files = sorted(speakers)
-    by_speaker = len(set(speakers.values())) >= 3 and all(speakers.values())
-    key = (lambda f: speakers[f]) if by_speaker else (lambda f: str(f))
-    parts = split_groups({key(f) for f in files}, args.val_fraction, args.test_fraction, rng)
-    where = {g: s for s, gs in parts.items() for g in gs}
-    print(f"speech: {len(files)} recordings, split by {'speaker' if by_speaker else 'recording'}")
-    return {s: [f for f in files if where[key(f)] == s] for s in SPLITS}
+    where, parts = {}, {s: [] for s in SPLITS}
+    for name in sorted(set(corpus.values())):
+        mine = [f for f in files if corpus[f] == name]
+        by_speaker = len({speakers[f] for f in mine}) >= 3 and all(speakers[f] for f in mine)
+        key = (lambda f: ("speaker", speakers[f])) if by_speaker else (lambda f: ("recording", str(f)))
+        new = split_groups({key(f) for f in mine} - set(where), args.val_fraction, args.test_fraction, rng)
+        where.update({g: s for s, gs in new.items() for g in gs})
+        for f in mine:
+            parts[where[key(f)]].append(f)
+        counts = ", ".join(f"{s} {sum(corpus[f] == name for f in parts[s])}" for s in SPLITS)
+        print(f"speech: {name}: {len(mine)} recordings of {len({speakers[f] for f in mine})} speakers, split by "
+              f"{'speaker' if by_speaker else 'recording'} ({counts})")
+    return parts
 
 
 def split_noise(cats, folds, args, rng):
@@ -323,12 +348,41 @@ def split_noise(cats, folds, args, rng):
 
 # ----------------------------------------------------------------------------- chunking (VAD)
 def speech_chunks(path, args):
-    """(start samples of the clip-long chunks that hold enough speech, seconds read); None if unreadable."""
+    """(start samples of the clip-long chunks that hold enough speech, seconds, content hash); None if unreadable."""
     try:
         x = load_audio(path, sr=args.sample_rate, mono=True)[0][0]
     except UserError:
         return None
-    return find_speech(x, args), len(x) / args.sample_rate
+    return find_speech(x, args), len(x) / args.sample_rate, content_hash(x)
+
+
+def content_hash(x):
+    """A fingerprint of decoded audio: equal for the same recording under another name or format.
+
+    Samples are rounded to 16 bits and digital silence at either end is ignored, so a copy that
+    lost its zero padding, or was written as float instead of PCM, still matches."""
+    q = np.round(np.asarray(x, dtype=np.float64) * 32768).astype(np.int32)
+    loud = np.flatnonzero(np.abs(q) > 3)  # about 1e-4 of full scale
+    q = q[loud[0]:loud[-1] + 1] if loud.size else q[:0]
+    return hashlib.sha1(q.tobytes()).hexdigest()
+
+
+def drop_copies(files_hash, what):
+    """{file: hash} -> the files to keep (one per distinct hash, first by path) and {copy: file kept}."""
+    kept, copies = {}, {}
+    for f in sorted(files_hash):
+        h = files_hash[f]
+        if h in kept:
+            copies[f] = kept[h]
+        else:
+            kept[h] = f
+    if copies:
+        shown = "; ".join(f"{c} = {k}" for c, k in list(copies.items())[:3])
+        print(f"{what}: {len(copies)} recordings repeat another's audio under another name: kept one copy of each "
+              f"({shown}{' ...' if len(copies) > 3 else ''})")
+    else:
+        print(f"{what}: no two recordings hold the same audio")
+    return copies
 
 
 def find_speech(x, args):
@@ -364,11 +418,12 @@ def _load_noise(path, sr):
 
 
 def noise_length(path, sr):
-    """Samples of sound in a noise recording at sr; -1 if it cannot be read."""
+    """(samples of sound in a noise recording at sr, content hash); (-1, None) if it cannot be read."""
     try:
-        return len(_load_noise(path, sr))
+        x = _load_noise(path, sr)
     except UserError:
-        return -1
+        return -1, None
+    return len(x), content_hash(x)
 
 
 def noise_segment(noise, start, n):
@@ -411,7 +466,7 @@ def source_name(path, root_of):
     return f"{root_of[path].name}/{rel}" if len(set(root_of.values())) > 1 else rel
 
 
-def plan(speech, noise, chunks, noise_len, speakers, cats, speech_root_of, noise_root_of, args):
+def plan(speech, noise, chunks, noise_len, speakers, corpus, cats, speech_root_of, noise_root_of, args):
     """Decide every mixture up front (deterministic), so workers only execute."""
     jobs = []
     clip = round(args.clip_seconds * args.sample_rate)
@@ -424,7 +479,7 @@ def plan(speech, noise, chunks, noise_len, speakers, cats, speech_root_of, noise
                     nf = noise[split][rng.integers(len(noise[split]))]
                     nstart = int(rng.integers(noise_len[nf] - clip + 1 if noise_len[nf] >= clip else noise_len[nf]))
                     jobs.append(dict(
-                        id=f"{split}_{n:05d}", split=split, speech_path=f, speech_start=start,
+                        id=f"{split}_{n:05d}", split=split, corpus=corpus[f], speech_path=f, speech_start=start,
                         speech_source=source_name(f, speech_root_of), speaker=speakers[f] or f.stem,
                         noise_path=nf, noise_start=nstart, noise_source=source_name(nf, noise_root_of),
                         noise_category=cats[nf], snr_db=round(float(rng.uniform(*args.snr_range)), 2),
@@ -470,6 +525,48 @@ def check_existing(out, settings, overwrite):
         (out / name).unlink(missing_ok=True)
 
 
+def read_recordings(speech_files, noise_files, args):
+    """Read every recording once: speech chunks that hold speech and noise lengths, minus unreadable files and
+    copies of other recordings (by content). Returns {file: chunk starts}, {file: seconds}, {file: samples}."""
+    found = run_parallel(functools.partial(speech_chunks, args=args), speech_files, args.workers, "finding speech")
+    lengths = run_parallel(functools.partial(noise_length, sr=args.sample_rate), noise_files, args.workers,
+                           "reading noise")
+    bad = [f for f, c in zip(speech_files, found) if c is None] + [f for f, n in zip(noise_files, lengths) if n[0] < 0]
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable files: {', '.join(str(f) for f in bad[:5])}"
+              f"{' ...' if len(bad) > 5 else ''}")
+    found = {f: c for f, c in zip(speech_files, found) if c is not None}
+    lengths = {f: n for f, n in zip(noise_files, lengths) if n[0] > 0}
+    copies = drop_copies({f: c[2] for f, c in found.items()}, "speech")
+    speech_hashes = {c[2] for f, c in found.items() if f not in copies}
+    noise_copies = drop_copies({f: n[1] for f, n in lengths.items()}, "noise")
+    in_speech = [f for f, n in lengths.items() if n[1] in speech_hashes]
+    if in_speech:
+        print(f"noise: {len(in_speech)} recordings hold the audio of a speech recording: left out of the noise")
+    chunks = {f: c[0] for f, c in found.items() if f not in copies}
+    seconds = {f: found[f][1] for f in chunks}
+    noise_len = {f: n[0] for f, n in lengths.items() if f not in noise_copies and f not in in_speech}
+    print(f"{sum(map(len, chunks.values()))} speech chunks of {args.clip_seconds:g} s kept "
+          f"({sum(1 for c in chunks.values() if not c)} recordings too short or silent)")
+    return chunks, seconds, noise_len
+
+
+def summarise(speech, noise, chunks, seconds, noise_len, speakers, corpus, args):
+    """What each split holds (speakers, recordings, minutes; per corpus too): summary.json, read by train.py."""
+    out = {}
+    for s in SPLITS:
+        used = [f for f in speech[s] if chunks[f]]
+        out[s] = dict(n_speakers=len({speakers[f] or f.stem for f in used}), n_speech_files=len(used),
+                      speech_minutes=round(sum(seconds[f] for f in used) / 60, 2),
+                      n_noise_files=len(noise[s]),
+                      noise_minutes=round(sum(noise_len[f] for f in noise[s]) / args.sample_rate / 60, 2),
+                      corpora={c: dict(n_speakers=len({speakers[f] or f.stem for f in used if corpus[f] == c}),
+                                       n_speech_files=sum(corpus[f] == c for f in used),
+                                       speech_minutes=round(sum(seconds[f] for f in used if corpus[f] == c) / 60, 2))
+                               for c in sorted({corpus[f] for f in used})})
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
@@ -487,38 +584,26 @@ def main(argv=None):
     settings = json.loads(json.dumps(settings, default=str))  # tuples -> lists, paths -> str, as they read back
     out = args.out
     check_existing(out, settings, args.overwrite)
+    chunks, seconds, noise_len = read_recordings(speech_files, noise_files, args)
 
-    # read every recording once: speech chunks that hold speech, noise lengths; skip what cannot be read
-    found = run_parallel(functools.partial(speech_chunks, args=args), speech_files, args.workers, "finding speech")
-    lengths = run_parallel(functools.partial(noise_length, sr=args.sample_rate), noise_files, args.workers,
-                           "reading noise")
-    bad = [f for f, c in zip(speech_files, found) if c is None] + [f for f, n in zip(noise_files, lengths) if n < 0]
-    if bad:
-        print(f"warning: skipped {len(bad)} unreadable files: {', '.join(str(f) for f in bad[:5])}"
-              f"{' ...' if len(bad) > 5 else ''}")
-    chunks = {f: c[0] for f, c in zip(speech_files, found) if c is not None}
-    speech_seconds = sum(c[1] for c in found if c is not None)
-    noise_len = {f: n for f, n in zip(noise_files, lengths) if n > 0}
-    print(f"{sum(map(len, chunks.values()))} speech chunks of {args.clip_seconds:g} s kept "
-          f"({sum(1 for c in chunks.values() if not c)} recordings too short or silent)")
-
-    # split by speaker/recording and by noise recording (or ESC-50 fold), then plan every mixture
+    # split by speaker or recording (per corpus) and by noise recording (or ESC-50 fold), then plan every mixture
     rng = np.random.default_rng(args.seed)
     speakers = {f: spk for root in speech_roots
                 for f, spk in speakers_of([f for f in chunks if speech_root_of[f] == root], root, args).items()}
+    corpus = corpora_of(list(chunks), speech_root_of, args)
     cats, folds = {}, {}
     for root in noise_roots:
         c, fo = noise_labels([f for f in noise_len if noise_root_of[f] == root], root, args)
         cats.update(c)
         folds.update(fo)
     cats, folds = select_categories(cats, folds, args)
-    speech = split_speech(speakers, args, rng)
+    speech = split_speech(speakers, corpus, args, rng)
     noise = split_noise(cats, folds, args, rng)
     for s in SPLITS:
         wanted = s == "train" or getattr(args, f"{s}_fraction") > 0
         if wanted and not noise[s]:
             raise UserError(f"too few noise recordings ({len(cats)}) to give the {s} split its own")
-    jobs = plan(speech, noise, chunks, noise_len, speakers, cats, speech_root_of, noise_root_of, args)
+    jobs = plan(speech, noise, chunks, noise_len, speakers, corpus, cats, speech_root_of, noise_root_of, args)
     for s in SPLITS:
         if not any(j["split"] == s for j in jobs) and (s == "train" or getattr(args, f"{s}_fraction") > 0):
             raise UserError(f"the {s} split got no speech: give more speakers/recordings or change the fractions")
@@ -529,13 +614,26 @@ def main(argv=None):
         for kind in KINDS:
             (out / s / kind).mkdir(parents=True, exist_ok=True)
     starts = run_parallel(functools.partial(make_item, out=out, args=args, cfg=cfg), jobs, args.workers, "mixing")
+    summary = summarise(speech, noise, chunks, seconds, noise_len, speakers, corpus, args)
+    atomic_save(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    write_manifest(out, jobs, starts, args)
+    took = time.time() - t0
+    counts = ", ".join(f"{s} {sum(j['split'] == s for j in jobs)}" for s in SPLITS)
+    clip_s = round(args.clip_seconds * args.sample_rate) / args.sample_rate
+    print(f"wrote {len(jobs)} mixtures to {out}{' (with DEMO corpus audio)' if demo else ''}: {counts}")
+    print(f"read {sum(seconds.values()) / 60:.1f} min of speech and wrote {len(jobs) * clip_s / 60:.1f} min of "
+          f"mixtures in {took:.0f} s ({sum(seconds.values()) / took:.0f}x real time) with {args.workers} workers")
 
+
+def write_manifest(out, jobs, starts, args):
+    """manifest.csv, written last and atomically: its presence marks a complete set."""
     rows = []
     clip_s = round(args.clip_seconds * args.sample_rate) / args.sample_rate
     for j, noise_start in zip(jobs, starts):
-        rows.append(dict(id=j["id"], split=j["split"], speech_source=j["speech_source"], speaker=j["speaker"],
-                         speech_start_s=round(j["speech_start"] / args.sample_rate, 4), noise_source=j["noise_source"],
-                         noise_category=j["noise_category"], noise_start_s=round(noise_start / args.sample_rate, 4),
+        rows.append(dict(id=j["id"], split=j["split"], corpus=j["corpus"], speech_source=j["speech_source"],
+                         speaker=j["speaker"], speech_start_s=round(j["speech_start"] / args.sample_rate, 4),
+                         noise_source=j["noise_source"], noise_category=j["noise_category"],
+                         noise_start_s=round(noise_start / args.sample_rate, 4),
                          snr_db=j["snr_db"], level_db=j["level_db"], seconds=clip_s))
     tmp = out / "manifest.csv.tmp"
     with open(tmp, "w", newline="") as fh:
@@ -543,11 +641,6 @@ def main(argv=None):
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, out / "manifest.csv")
-    counts = ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in SPLITS)
-    took = time.time() - t0
-    print(f"wrote {len(rows)} mixtures to {out}{' (with DEMO corpus audio)' if demo else ''}: {counts}")
-    print(f"read {speech_seconds / 60:.1f} min of speech and wrote {len(rows) * clip_s / 60:.1f} min of mixtures "
-          f"in {took:.0f} s ({speech_seconds / took:.0f}x real time) with {args.workers} workers")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ The fixed validation mixtures pick the best epoch by SI-SDR, scored in float32. 
 Every checkpoint carries the model's hyper-parameters, the audio settings and this config.
 """
 import argparse
+import hashlib
 import inspect
 import json
 import math
@@ -51,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--segment-seconds", type=float, default=1.0, help="length of each training crop")
+    p.add_argument("--corpus-weights", nargs="+", default=[], metavar="CORPUS=W",
+                   help="draw training voices of CORPUS W times as often as others (corpora as prepare_data.py "
+                        "names them, e.g. hsc_00C=2); the epoch length stays the number of training voices")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"))
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"))
     p.add_argument("--base-channels", type=int, help=f"U-Net width (default {ARCH_DEFAULTS['base_channels']}; the seed used 64)")
@@ -87,7 +91,30 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0 or args.segment_seconds <= 0:
         p.error("--lr and --segment-seconds must be positive")
+    try:
+        weights = {k: float(v) for k, v in (w.split("=", 1) for w in args.corpus_weights)}
+    except ValueError:
+        p.error("--corpus-weights takes CORPUS=WEIGHT pairs, e.g. hsc_00C=2")
+    if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()):
+        p.error("--corpus-weights must be finite and not negative")
     return args
+
+
+def corpus_weights(args):
+    return {k: float(v) for k, v in (w.split("=", 1) for w in args.corpus_weights)}
+
+
+def data_summary(data_dir, manifest_md5):
+    """What a prepared set holds, for ckpt["data"]: its folders, the training split's speakers, recordings and
+    minutes (prepare_data.py's summary.json), every split's figures, and the manifest's MD5."""
+    cfg_path, summary_path = Path(data_dir) / "config.json", Path(data_dir) / "summary.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    splits = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    train = splits.get("train", {})
+    return dict(data_dir=str(data_dir), speech_dirs=cfg.get("speech_dir"), noise_dirs=cfg.get("noise_dir"),
+                **{k: train.get(k) for k in ("n_speakers", "n_speech_files", "speech_minutes", "n_noise_files",
+                                             "noise_minutes", "corpora")},
+                manifest_md5=manifest_md5, splits=splits)
 
 
 def pick_device(name):
@@ -150,19 +177,27 @@ def loss_fn(model, noisy, voice, args, amp_dtype=None):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, args, world=1):
-    """Mean loss, SI-SDR of the output and of the input, over a fixed set (summed over ranks)."""
+def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
+    """Mean loss, SI-SDR of the output and of the input, over a fixed set (summed over ranks); with corpora
+    (one name per item of the loader, in order) also the output's SI-SDR per corpus in names (the same on
+    every rank), as a dict."""
     model.eval()
     totals = np.zeros(3)
-    n = 0
+    per_item = []
     for noisy, voice in loader:
         noisy, voice = noisy.to(device), voice.to(device)
         loss, est = loss_fn(model, noisy, voice, args)
-        totals += [loss.item() * len(noisy), si_sdr(est, voice).sum().item(), si_sdr(noisy, voice).sum().item()]
-        n += len(noisy)
+        sdr = si_sdr(est, voice)
+        totals += [loss.item() * len(noisy), sdr.sum().item(), si_sdr(noisy, voice).sum().item()]
+        per_item += sdr.tolist()
     model.train()
-    *totals, n = all_sum([*totals.tolist(), n], device, world)
-    return [float(t / n) for t in totals]
+    by_corpus = {}
+    for name in names:
+        mine = [v for v, c in zip(per_item, corpora) if c == name]
+        total, count = all_sum([sum(mine), len(mine)], device, world)
+        by_corpus[name] = round(total / max(count, 1), 3)
+    *totals, n = all_sum([*totals.tolist(), len(per_item)], device, world)
+    return [float(t / n) for t in totals] + ([by_corpus] if corpora is not None else [])
 
 
 NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "device", "workers", "arch_given", "given",
@@ -193,7 +228,7 @@ def check_same_architecture(ckpt, args, path):
         raise UserError(f"the checkpoint's architecture wins: {'; '.join(clash)} (leave those flags out)")
 
 
-def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, args):
+def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, args, data):
     """optimizer=None leaves out AdamW's moments (twice the weights' size): the best checkpoint is the
     one people ship and fine-tune from, the _last one carries everything an exact --resume needs."""
     state = dict(model={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # loads anywhere
@@ -201,7 +236,7 @@ def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, arg
                  audio=model.audio.to_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
                  best_val_si_sdr=best, history=history,
                  config={k: config_value(v) for k, v in vars(args).items()},
-                 code_version=code_version())
+                 data=data, code_version=code_version())
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     atomic_save(path, lambda tmp: torch.save(state, tmp))
@@ -255,6 +290,22 @@ def all_sum(values, device, world):
     return t.tolist()
 
 
+def epoch_loader(train_set, epoch, args, rank, world, workers, device):
+    """This epoch's training batches: shuffled (split across ranks under torchrun), or drawn with replacement by
+    --corpus-weights; either way from (seed, epoch), so a resumed run sees what an uninterrupted one would."""
+    common = dict(batch_size=args.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    if args.corpus_weights:
+        rng = np.random.default_rng([args.seed, epoch])
+        order = rng.choice(len(train_set), size=len(train_set), p=train_set.corpus_weights(corpus_weights(args)))
+        return DataLoader(train_set, sampler=order[rank::world].tolist(), **common)
+    if world > 1:
+        sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=args.seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(train_set, sampler=sampler, **common)
+    return DataLoader(train_set, shuffle=True, generator=torch.Generator().manual_seed(args.seed * 100003 + epoch),
+                      **common)
+
+
 def main(argv=None):
     args = parse_args(argv)
     rank, world, device = setup_distributed(args)
@@ -285,6 +336,7 @@ def main(argv=None):
     data_cfg = json.loads((args.data_dir / "config.json").read_text()) if (args.data_dir / "config.json").exists() else {}
     audio = AudioConfig.from_dict(data_cfg.get("audio", {}))
     read_manifest(args.data_dir)  # a clear error when there is no prepared set
+    data = data_summary(args.data_dir, hashlib.md5((args.data_dir / "manifest.csv").read_bytes()).hexdigest())
     train_set = RemixDataset(args.data_dir, "train", args.segment_seconds, args.snr_range, args.level_range,
                              args.seed, audio.sample_rate)
     val_set = MixtureDataset(args.data_dir, "val")
@@ -292,6 +344,7 @@ def main(argv=None):
     # each rank scores its own share of the validation set; the sums are reduced across ranks
     val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=args.batch_size,
                             num_workers=workers)
+    val_corpora = [val_set.rows[i].get("corpus") or "" for i in range(rank, len(val_set), world)]
 
     # model, optimiser and schedule; a resumed run takes all three (and the history) from its checkpoint
     start_epoch, best, history = 1, -math.inf, []
@@ -329,6 +382,10 @@ def main(argv=None):
     raw_model = model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if args.corpus_weights:
+        w = train_set.corpus_weights(corpus_weights(args))
+        shares = {c: w[[i for i, x in enumerate(train_set.corpora) if x == c]].sum() for c in sorted(set(train_set.corpora))}
+        log("training voices drawn by corpus: " + ", ".join(f"{c} {100 * v:.0f}%" for c, v in shares.items()))
     log(f"{describe(raw_model)}; device {device}{f' x {world} processes' if world > 1 else ''}; "
         f"{str(amp_dtype or torch.float32).replace('torch.', '')} autocast; "
         f"{len(train_set)} training voices remixed each epoch, {len(val_set)} validation mixtures")
@@ -336,15 +393,7 @@ def main(argv=None):
     for epoch in range(start_epoch, args.epochs + 1):
         t0 = time.time()
         train_set.set_epoch(epoch)  # fresh mixtures every epoch, the same ones after a resume
-        if world > 1:
-            sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=args.seed)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=workers,
-                                pin_memory=device.type == "cuda")
-        else:
-            loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=workers,
-                                generator=torch.Generator().manual_seed(args.seed * 100003 + epoch),
-                                pin_memory=device.type == "cuda")
+        loader = epoch_loader(train_set, epoch, args, rank, world, workers, device)
         running, n = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=not master)
         for noisy, voice in bar:
@@ -360,18 +409,21 @@ def main(argv=None):
             running, n = running + loss.item() * len(noisy), n + len(noisy)
             bar.set_postfix(loss=f"{running / n:.4f}")
         running, n = all_sum([running, n], device, world)
-        val_loss, val_sdr, val_noisy = evaluate(model, val_loader, device, args, world)
+        val_loss, val_sdr, val_noisy, val_by_corpus = evaluate(model, val_loader, device, args, world, val_corpora,
+                                                              sorted({r.get("corpus") or "" for r in val_set.rows}))
         history.append(dict(epoch=epoch, train_loss=running / n, val_loss=val_loss, val_si_sdr=val_sdr,
-                            val_noisy_si_sdr=val_noisy, lr=scheduler.get_last_lr()[0], seconds=time.time() - t0))
+                            val_noisy_si_sdr=val_noisy, val_si_sdr_by_corpus=val_by_corpus,
+                            lr=scheduler.get_last_lr()[0], seconds=time.time() - t0))
         improved = val_sdr > best
         best = max(best, val_sdr)
         log(f"epoch {epoch}: train loss {running / n:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
             f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if improved else ''} "
-            f"[{time.time() - t0:.0f} s]")
+            f"[{time.time() - t0:.0f} s]" + (f"; by corpus: " + ", ".join(f"{c} {v:.2f}" for c, v in val_by_corpus.items())
+                                              if len(val_by_corpus) > 1 else ""))
         if master:
             if improved:
-                save_checkpoint(out, raw_model, None, scheduler, epoch, best, history, args)
-            save_checkpoint(last_path, raw_model, optimizer, scheduler, epoch, best, history, args)
+                save_checkpoint(out, raw_model, None, scheduler, epoch, best, history, args, data)
+            save_checkpoint(last_path, raw_model, optimizer, scheduler, epoch, best, history, args, data)
             atomic_save(history_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
             plot_history(history, curves_path)
         since_best = epoch - max(h["epoch"] for h in history if h["val_si_sdr"] == best)

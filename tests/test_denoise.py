@@ -150,3 +150,12 @@ def test_the_pretrained_model_ships_and_is_the_default(tmp_path):
     sf.write(tmp_path / "zeros.wav", np.zeros(16000, np.float32), 16000, subtype="FLOAT")
     subprocess.run([sys.executable, str(ROOT / "denoise.py"), "zeros.wav"], cwd=tmp_path, check=True)
     assert np.all(sf.read(tmp_path / "zeros_denoised.wav")[0] == 0)
+
+
+def test_info_says_what_the_model_learned_from(trained, capsys):
+    import denoise
+    denoise.main(["--info", "--model", str(trained)])
+    said = capsys.readouterr().out
+    assert "training split: 2 speakers, 6 speech recordings" in said and "manifest.csv MD5" in said
+    ckpt = torch.load(trained, weights_only=True)
+    assert f"{ckpt['data']['noise_minutes']} min" in said

@@ -96,7 +96,7 @@ def test_vad_drops_silent_chunks(tmp_path):
     x[:16000] = 0.3 * np.sin(np.arange(16000) * 0.2)  # one second of 'speech', three of silence
     sf.write(speech / "r.wav", x, 16000)
     args = prepare_data.parse_args(["--clip-seconds", "1"])
-    assert prepare_data.speech_chunks(speech / "r.wav", args) == ([0], 4.0)
+    assert prepare_data.speech_chunks(speech / "r.wav", args)[:2] == ([0], 4.0)
 
 
 def test_bad_input_errors(tmp_path, corpus):
@@ -287,3 +287,76 @@ def test_killed_run_completes_to_the_same_set(corpus, prepared, tmp_path):
             a, b = (d / r["split"] / k / f"{r['id']}.wav" for d in (prepared, out))
             assert np.array_equal(sf.read(a)[0], sf.read(b)[0])
     assert not list(out.rglob("*.tmp"))
+
+
+def source_audio_hashes(out, corpus_roots):
+    """{split: set of content hashes of the speech recordings its mixtures were cut from}."""
+    found = {}
+    for r in rows(out):
+        name = r["speech_source"]
+        root = next(root for root in corpus_roots if (root / name).exists() or (root.parent / name).exists())
+        path = root / name if (root / name).exists() else root.parent / name
+        x, _ = sf.read(path, dtype="float32")
+        found.setdefault(r["split"], set()).add(prepare_data.content_hash(x))
+    return found
+
+
+def test_copies_under_other_names_never_cross_splits(tmp_path, capsys):
+    """The same recording under another name, speaker folder and format is used once, so no split shares audio
+    with another; a noise recording that repeats another is dropped too."""
+    from conftest import make_corpus
+    speech, noise = make_corpus(tmp_path, n_speakers=6, files_per_speaker=2)
+    copies = [(speech / "spk0" / "utt0.wav", speech / "spk5" / "again.wav"),
+              (speech / "spk1" / "utt1.wav", speech / "spk3" / "other_name.flac"),
+              (speech / "spk2" / "utt0.wav", speech / "spk4" / "utt9.wav")]
+    for src, dst in copies:
+        x, sr = sf.read(src, dtype="float32")
+        sf.write(dst, x, sr, subtype="PCM_16" if dst.suffix == ".flac" else "FLOAT")
+    x, sr = sf.read(noise / "hiss" / "hiss0.wav", dtype="float32")
+    sf.write(noise / "band" / "hiss0_copy.wav", np.concatenate([np.zeros(800, np.float32), x]), sr)  # padded copy
+    out = tmp_path / "out"
+    prepare_data.main(prepare_args(speech, noise, out, "--val-fraction", "0.2", "--test-fraction", "0.2"))
+    said = capsys.readouterr().out
+    assert "speech: 3 recordings repeat another's audio" in said and "noise: 1 recordings repeat" in said
+    manifest = rows(out)
+    used = {r["speech_source"] for r in manifest} | {r["noise_source"] for r in manifest}
+    pairs = [[p.relative_to(speech).as_posix() for p in pair] for pair in copies] + [["hiss/hiss0.wav", "band/hiss0_copy.wav"]]
+    assert not [pair for pair in pairs if set(pair) <= used]  # one copy of each kept
+    assert "spk0/utt0.wav" in used and "spk5/again.wav" not in used  # the first by path
+    hashes = source_audio_hashes(out, [speech])
+    assert set(hashes) == {"train", "val", "test"}
+    assert not hashes["train"] & hashes["val"] and not hashes["train"] & hashes["test"] and not hashes["val"] & hashes["test"]
+
+
+def test_one_voice_corpus_split_by_recording_beside_a_many_speaker_corpus(tmp_path):
+    """A corpus of one voice stays in every split (split by recording), one of many is split by speaker; each
+    corpus gets its name in the manifest and its figures in summary.json."""
+    from conftest import make_corpus, voiced
+    _, noise = make_corpus(tmp_path / "many", n_speakers=6, files_per_speaker=2)
+    many = tmp_path / "many" / "speech"
+    one = tmp_path / "one_voice"
+    one.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(10):
+        sf.write(one / f"sentence{i}.wav", voiced(3.0, 16000, 120, rng), 16000)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,speaker\n" + "".join(f"one_voice/sentence{i}.wav,hindi_voice\n" for i in range(10))
+                      + "".join(f"many/speech/spk{s}/utt{u}.wav,spk{s}\n" for s in range(6) for u in range(2)))
+    out = tmp_path / "out"
+    prepare_data.main(prepare_args(many, noise, out, "--speech-dir", str(one), str(many), "--speech-labels",
+                                   str(labels), "--val-fraction", "0.2", "--test-fraction", "0.2"))
+    manifest = rows(out)
+    assert {r["corpus"] for r in manifest} == {"one_voice", "speech"}
+    voice = [r for r in manifest if r["corpus"] == "one_voice"]
+    assert {r["split"] for r in voice} == {"train", "val", "test"} and {r["speaker"] for r in voice} == {"hindi_voice"}
+    for field in ("speech_source",):  # recordings of the one voice never in two splits
+        sets = {s: {r[field] for r in voice if r["split"] == s} for s in ("train", "val", "test")}
+        assert not sets["train"] & sets["val"] and not sets["train"] & sets["test"] and not sets["val"] & sets["test"]
+    others = [r for r in manifest if r["corpus"] == "speech"]
+    spk = {s: {r["speaker"] for r in others if r["split"] == s} for s in ("train", "val", "test")}
+    assert all(spk.values()) and not spk["train"] & spk["val"] and not spk["train"] & spk["test"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train"]["corpora"]["one_voice"]["n_speakers"] == 1
+    assert summary["train"]["n_speech_files"] == len({r["speech_source"] for r in manifest if r["split"] == "train"})
+    assert summary["train"]["speech_minutes"] == pytest.approx(
+        sum(3.0 for r in {r["speech_source"] for r in manifest if r["split"] == "train"}) / 60, abs=0.01)

@@ -134,3 +134,31 @@ def test_a_new_run_never_replaces_a_trained_model(prepared, trained, tmp_path):
     with pytest.raises(UserError, match="exists; continue it with --resume"):
         train.main(["--data-dir", str(prepared), "--out", str(out), "--epochs", "1", *TINY_MODEL])
     assert out.read_bytes() == trained.read_bytes()
+
+
+def test_checkpoint_says_what_it_learned_from(trained, prepared):
+    import hashlib
+    data = torch.load(trained, weights_only=True)["data"]
+    summary = json.loads((prepared / "summary.json").read_text())["train"]
+    assert data["manifest_md5"] == hashlib.md5((prepared / "manifest.csv").read_bytes()).hexdigest()
+    for key in ("n_speakers", "n_speech_files", "speech_minutes", "n_noise_files", "noise_minutes"):
+        assert data[key] == summary[key] and data[key] > 0, key
+    assert data["n_speakers"] == 2 and data["n_speech_files"] == 6  # 6 speakers of 3 files: 2 each to val and test
+    assert data["speech_dirs"] and data["noise_dirs"]
+
+
+def test_corpus_weights_draw_as_asked(prepared, tmp_path):
+    import numpy as np
+    from dataset import RemixDataset
+    ds = RemixDataset(prepared, "train")
+    ds.corpora = ["a" if i % 4 == 0 else "b" for i in range(len(ds))]  # a quarter of the voices from corpus a
+    args = train.parse_args(["--corpus-weights", "a=3", "--batch-size", "4"])
+    loader = train.epoch_loader(ds, 1, args, 0, 1, 0, torch.device("cpu"))
+    drawn = np.array([ds.corpora[i] for _ in range(200) for i in train.epoch_loader(
+        ds, _, args, 0, 1, 0, torch.device("cpu")).sampler])
+    assert np.mean(drawn == "a") == pytest.approx(0.5, abs=0.03)  # 3 x 1/4 against 3/4: half
+    assert list(loader.sampler) == list(train.epoch_loader(ds, 1, args, 0, 1, 0, torch.device("cpu")).sampler)
+    with pytest.raises(UserError, match="no corpus c"):
+        ds.corpus_weights({"c": 2.0})
+    with pytest.raises(SystemExit):
+        train.parse_args(["--corpus-weights", "a"])
