@@ -1,0 +1,40 @@
+"""compare.py: paired tests say ahead only where the per-file differences say so, for both JSON layouts."""
+import json
+
+import numpy as np
+import pytest
+
+import compare
+from audio import UserError
+
+
+def harness_json(path, values):
+    path.write_text(json.dumps({"systems": {name: {"per_file": [{"id": f"{i:03d}", "pesq_wb": v} for i, v in enumerate(vs)]}
+                                            for name, vs in values.items()}}))
+    return path
+
+
+def verdicts(capsys):
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| pesq_wb")]
+    return {r[2].strip(): r[-2].strip() for r in rows}
+
+
+def test_ahead_behind_on_par(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.5, 3.0, 60)
+    values = {"ours": base + 0.2 + 0.05 * rng.standard_normal(60),
+              "peer_worse": base, "peer_better": base + 0.5, "peer_same": base + 0.2 + 0.3 * rng.standard_normal(60)}
+    values["peer_same"] += values["ours"].mean() - values["peer_same"].mean()  # equal means, noisy differences
+    compare.main([str(harness_json(tmp_path / "bench.json", values)), "--metrics", "pesq_wb"])
+    assert verdicts(capsys) == {"peer_worse": "ahead", "peer_better": "behind", "peer_same": "on par"}
+
+
+def test_reads_evaluate_json_and_refuses_unknown_systems(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    files = [{"id": str(i), "noisy": {"pesq_wb": 1.2 + 0.1 * rng.random()}, "unet": {"pesq_wb": 2.0 + 0.1 * rng.random()},
+              "seconds": 3.0} for i in range(20)]
+    (tmp_path / "r.json").write_text(json.dumps({"per_file": files}))
+    compare.main([str(tmp_path / "r.json"), "--metrics", "pesq_wb"])
+    assert verdicts(capsys) == {"noisy": "ahead"}
+    with pytest.raises(UserError, match="no system 'dfn3'"):
+        compare.main([str(tmp_path / "r.json"), "--system", "dfn3"])
