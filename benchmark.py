@@ -145,7 +145,7 @@ def bench_onnx(ctx):
     runs, secs = ctx.args.repeats, ctx.args.seconds
     with torch.no_grad():
         t_torch = best_of(lambda: ctx.model.noise_fraction(mag), runs)
-    onnx_fraction = export.OnnxNoiseFraction(path, ctx.args.threads)
+    onnx_fraction = export.OnnxNoiseEstimate(path, ctx.args.threads)
     t_ort = best_of(lambda: onnx_fraction(mag), runs)
     setting = (f"{secs:g} s as one [1, 257, {mag.shape[-1]}] call, {ctx.args.threads} threads, onnxruntime "
                f"{onnxruntime.__version__}, {exporter} exporter, best of {runs}")

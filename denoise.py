@@ -112,7 +112,7 @@ def use_backend(model, path, backend, device):
         return model
     try:
         import export
-        model.noise_fraction = export.OnnxNoiseFraction(onnx_path, torch.get_num_threads())
+        export.use_onnx(model, onnx_path, torch.get_num_threads())
     except ImportError:
         if backend == "onnx":
             raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None

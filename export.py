@@ -4,11 +4,13 @@ Export a trained model's noise estimate to ONNX.
     python export.py                                        # models/unet.pt -> models/unet.onnx
     python export.py --model models/real/unet.pt --out real.onnx
 
-The graph is NoiseSubtractionDenoiser.noise_fraction, whole: the linear STFT magnitude |Y|
-[batch, n_fft/2 + 1, frames] of the waveform brought to the model's level (level_db dBFS
-RMS) -> the predicted noise as a fraction of |Y| (a sigmoid, 0..1), same shape. The fixed
-dB scale, the U-Net and the Nyquist-bin copy are inside; batch and frames are dynamic, any
-number of frames. The STFT, the level gain, the subtraction and the inverse STFT stay
+The graph is the model's noise estimate, whole. For a magnitude model it is
+NoiseSubtractionDenoiser.noise_fraction: the linear STFT magnitude |Y| [batch, n_fft/2 + 1,
+frames] of the waveform brought to the model's level (level_db dBFS RMS) -> the predicted
+noise as a fraction of |Y| (a sigmoid, 0..1), same shape. For a complex model it is
+noise_mask: Y as (Re, Im) [batch, 2, n_fft/2 + 1, frames] -> the complex fraction M of Y
+that is noise, as (Re, Im), same shape. The fixed dB scale, the U-Net and the Nyquist-bin
+copy are inside; batch and frames are dynamic, any number of frames. The STFT, the level gain, the subtraction and the inverse STFT stay
 outside (torch or numpy), so a runtime swaps this graph in for the one torch call:
 `denoiser_from_onnx(path)` below builds a denoiser that denoise.denoise_array/denoise_stream
 use unchanged. The audio settings and model_args travel in the file's metadata_props (JSON),
@@ -28,7 +30,8 @@ from audio import UserError, atomic_save, run_main
 from denoise import DEFAULT_MODEL
 from unet import build_model
 
-GRAPH = "noise_fraction/1"  # what the graph computes, and the version of that contract
+GRAPHS = {"magnitude": "noise_fraction/1", "complex": "noise_mask/1"}  # what the graph computes, and its version
+IO_NAMES = {"magnitude": ("magnitude", "noise_fraction"), "complex": ("spectrum", "noise_mask")}
 OPSET = 18
 
 
@@ -45,15 +48,24 @@ def parse_args(argv=None):
     return args
 
 
-class NoiseFraction(torch.nn.Module):
-    """The exported part: |Y| [B, bins, frames] -> noise fraction [B, bins, frames]."""
+class NoiseEstimate(torch.nn.Module):
+    """The exported part: |Y| [B, bins, frames] -> noise fraction (magnitude models), or
+    Y as (Re, Im) [B, 2, bins, frames] -> complex noise fraction as (Re, Im) (complex models)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, magnitude):
-        return self.model.noise_fraction(magnitude)
+    def forward(self, x):
+        return self.model.noise_mask(x) if self.model.subtraction == "complex" else self.model.noise_fraction(x)
+
+
+def example_input(model, frames):
+    """A random input of the graph's shape: magnitudes, or (Re, Im) pairs, at speech-like levels."""
+    bins = model.audio.n_fft // 2 + 1
+    if model.subtraction == "complex":
+        return torch.randn(1, 2, bins, frames) * model.audio.n_fft / 8
+    return torch.rand(1, bins, frames) * model.audio.n_fft / 4
 
 
 def fingerprint(model):
@@ -67,10 +79,17 @@ def fingerprint(model):
 
 
 def metadata(model, ckpt=None):
-    meta = dict(graph=GRAPH, audio=model.audio.to_dict(), model_args=model.model_args, weights_sha256=fingerprint(model),
-                input="magnitude: float32 [batch, n_fft/2+1, frames], linear STFT magnitude (audio.stft) of the "
-                      "waveform scaled to level_db dBFS RMS (unet.level_gain)",
-                output="noise_fraction: float32, same shape, predicted noise magnitude / magnitude (0..1)")
+    if model.subtraction == "complex":
+        io = dict(input="spectrum: float32 [batch, 2, n_fft/2+1, frames], (Re, Im) of the STFT (audio.stft) of the "
+                        "waveform scaled to level_db dBFS RMS (unet.level_gain)",
+                  output="noise_mask: float32, same shape, (Re, Im) of the complex fraction M of the spectrum that "
+                         "is noise (|M| < 1); the denoised spectrum is Y - M Y")
+    else:
+        io = dict(input="magnitude: float32 [batch, n_fft/2+1, frames], linear STFT magnitude (audio.stft) of the "
+                        "waveform scaled to level_db dBFS RMS (unet.level_gain)",
+                  output="noise_fraction: float32, same shape, predicted noise magnitude / magnitude (0..1)")
+    meta = dict(graph=GRAPHS[model.subtraction], audio=model.audio.to_dict(), model_args=model.model_args,
+                weights_sha256=fingerprint(model), **io)
     for key in ("epoch", "best_val_si_sdr", "code_version"):
         if ckpt and key in ckpt:
             meta[key] = ckpt[key]
@@ -78,35 +97,36 @@ def metadata(model, ckpt=None):
 
 
 def _to_proto(model, exporter, opset, frames=100):
-    """torch.onnx.export of NoiseFraction with dynamic batch and frames -> onnx.ModelProto."""
+    """torch.onnx.export of NoiseEstimate with dynamic batch and frames -> onnx.ModelProto."""
     import onnx
-    net = NoiseFraction(model).eval()
-    example = torch.rand(1, model.audio.n_fft // 2 + 1, frames) * model.audio.n_fft / 4
-    names = dict(input_names=["magnitude"], output_names=["noise_fraction"], opset_version=opset)
+    net = NoiseEstimate(model).eval()
+    example = example_input(model, frames)
+    inp, out = IO_NAMES[model.subtraction]
+    frames_axis = example.dim() - 1
+    names = dict(input_names=[inp], output_names=[out], opset_version=opset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" etc.
         if exporter == "dynamo":
             # Dim.DYNAMIC, not named Dims: with named ones torch 2.13 trips on the U-Net's pad to a multiple
             # of 2^depth ("Cannot create Dim with inconsistent min=0, max=-oo"); the dims are named below
-            dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
-            program = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes={"magnitude": dims},
+            dims = {0: torch.export.Dim.DYNAMIC, frames_axis: torch.export.Dim.DYNAMIC}
+            program = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes={"x": dims},
                                         verbose=False, **names)
             proto = program.model_proto
         else:
             buf = io.BytesIO()
-            axes = {0: "batch", 2: "frames"}
-            torch.onnx.export(net, (example,), buf, dynamo=False, dynamic_axes={"magnitude": axes, "noise_fraction": axes},
-                              **names)
+            axes = {0: "batch", frames_axis: "frames"}
+            torch.onnx.export(net, (example,), buf, dynamo=False, dynamic_axes={inp: axes, out: axes}, **names)
             proto = onnx.load_from_string(buf.getvalue())
     for value in (*proto.graph.input, *proto.graph.output):  # the output's frames read as an expression: name it
         dims = value.type.tensor_type.shape.dim
-        dims[0].dim_param, dims[2].dim_param = "batch", "frames"
+        dims[0].dim_param, dims[len(dims) - 1].dim_param = "batch", "frames"
     return proto
 
 
 def export(model, path, exporter="auto", opset=OPSET, ckpt=None):
-    """Write model.noise_fraction as ONNX to path (atomically); returns the exporter that worked."""
+    """Write the model's noise estimate as ONNX to path (atomically); returns the exporter that worked."""
     try:
         import onnx
     except ImportError:
@@ -151,25 +171,31 @@ def onnx_session(path, threads=None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-class OnnxNoiseFraction:
-    """A stand-in for model.noise_fraction that runs the exported graph in onnxruntime."""
+class OnnxNoiseEstimate:
+    """A stand-in for model.noise_fraction (or model.noise_mask) that runs the exported graph in onnxruntime."""
 
     def __init__(self, path, threads=None):
         self.session = onnx_session(path, threads)
+        self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, mag):
-        out = self.session.run(None, {"magnitude": np.ascontiguousarray(mag.detach().cpu().numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(out).to(mag.device)
+    def __call__(self, x):
+        out = self.session.run(None, {self.input: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out).to(x.device)
+
+
+def use_onnx(model, path, threads=None):
+    """Swap the model's noise estimate for the exported graph at path (the STFT and subtraction stay in torch)."""
+    name = "noise_mask" if model.subtraction == "complex" else "noise_fraction"
+    setattr(model, name, OnnxNoiseEstimate(path, threads))
+    return model
 
 
 def denoiser_from_onnx(path, threads=None):
     """A NoiseSubtractionDenoiser whose noise estimate runs in onnxruntime (no .pt needed)."""
     meta = read_metadata(path)
-    if meta.get("graph") != GRAPH:
+    if meta.get("graph") not in GRAPHS.values():
         raise UserError(f"{path} is not an ONNX export of this repo's model (graph {meta.get('graph')!r})")
-    model = build_model(meta["model_args"], meta["audio"]).eval()
-    model.noise_fraction = OnnxNoiseFraction(path, threads)
-    return model
+    return use_onnx(build_model(meta["model_args"], meta["audio"]).eval(), path, threads)
 
 
 def main(argv=None):
@@ -183,9 +209,9 @@ def main(argv=None):
     used = export(model, out, args.exporter, args.opset, ckpt)
     line = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, torch {torch.__version__} {used} exporter)"
     try:  # a quick check on an odd number of frames, when onnxruntime is installed
-        mag = torch.rand(1, model.audio.n_fft // 2 + 1, 77) * model.audio.n_fft / 4
+        x = example_input(model, 77)
         with torch.no_grad():
-            diff = (OnnxNoiseFraction(out)(mag) - model.noise_fraction(mag)).abs().max().item()
+            diff = (OnnxNoiseEstimate(out)(x) - NoiseEstimate(model)(x)).abs().max().item()
         line += f"; onnxruntime matches PyTorch within {diff:.1e}"
     except ImportError:
         line += "; pip install onnxruntime to run it"

@@ -37,7 +37,7 @@ from unet import NoiseSubtractionDenoiser, build_model, describe, level_gain
 
 # the architecture flags and their defaults, as NoiseSubtractionDenoiser declares them (one source of truth)
 ARCH_DEFAULTS = {k: inspect.signature(NoiseSubtractionDenoiser).parameters[k].default
-                 for k in ("base_channels", "depth", "norm", "floor_db")}
+                 for k in ("base_channels", "depth", "norm", "floor_db", "subtraction")}
 
 
 def parse_args(argv=None):
@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--depth", type=int, help=f"U-Net depth (default {ARCH_DEFAULTS['depth']}, as the seed)")
     p.add_argument("--norm", choices=("batch", "none"), help=f"default {ARCH_DEFAULTS['norm']}")
     p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {ARCH_DEFAULTS['floor_db']})")
+    p.add_argument("--subtraction", choices=("magnitude", "complex"),
+                   help=f"subtract a predicted noise magnitude and keep the noisy phase, or a complex noise estimate "
+                        f"that corrects the phase too (default {ARCH_DEFAULTS['subtraction']})")
     p.add_argument("--sisdr-weight", type=float, default=0.01, help="weight of the -SI-SDR term in the loss")
     p.add_argument("--complex-weight", type=float, default=0.0,
                    help="share of the compressed-spectrum L1 put on complex values rather than magnitudes")
@@ -222,8 +225,9 @@ def inherit_settings(ckpt, args):
 
 def check_same_architecture(ckpt, args, path):
     """Architecture flags given with --resume/--init-from must agree with the checkpoint."""
-    clash = [f"--{k.replace('_', '-')} {getattr(args, k)} but {path} has {ckpt['model_args'].get(k)}"
-             for k in sorted(args.arch_given) if ckpt["model_args"].get(k) != getattr(args, k)]
+    has = lambda k: ckpt["model_args"].get(k, ARCH_DEFAULTS[k] if k == "subtraction" else None)  # older: magnitude
+    clash = [f"--{k.replace('_', '-')} {getattr(args, k)} but {path} has {has(k)}"
+             for k in sorted(args.arch_given) if has(k) != getattr(args, k)]
     if clash:
         raise UserError(f"the checkpoint's architecture wins: {'; '.join(clash)} (leave those flags out)")
 

@@ -1,15 +1,19 @@
 """
 The model: the seed's U-Net, and the denoiser that wraps it.
 
-    noisy waveform --STFT--> |Y| --fixed dB scale--> U-Net --> noise estimate |N|
-    |S| = max(|Y| - |N|, floor * |Y|)   (spectral subtraction with a floor)
-    S = |S| * phase(Y) --iSTFT--> denoised waveform
+    noisy waveform --STFT--> Y --fixed dB scale--> U-Net --> noise estimate N
+    magnitude subtraction (default):  |S| = max(|Y| - |N|, floor |Y|),  S = |S| phase(Y)
+    complex subtraction:               S = Y - N,  N = M Y with |M| < 1,  |S| >= floor |Y|
+    S --iSTFT--> denoised waveform
 
-The U-Net predicts the noise spectrogram, as the seed did, but as a fraction of the noisy
-magnitude (a sigmoid), so that the estimate is always in the range where subtracting it
-means something. Subtraction happens inside forward(), so training judges the denoised
-result rather than the noise image. The input level is normalised to a fixed RMS and the
-output scaled back, so the model does not depend on how loud a recording is.
+The U-Net predicts the noise spectrogram, as the seed did, as a fraction of the noisy
+spectrum, so that the estimate is always in the range where subtracting it means something:
+a magnitude fraction (a sigmoid) that keeps the noisy phase, or, with subtraction="complex", a
+complex fraction M (its length squashed by tanh below 1) whose subtraction also corrects the
+phase; subtracting the true complex noise gives back the voice exactly. Subtraction happens
+inside forward(), so training judges the denoised result rather than the noise image. The
+input level is normalised to a fixed RMS and the output scaled back, so the model does not
+depend on how loud a recording is.
 """
 import math
 
@@ -55,6 +59,15 @@ def level_gain(noisy, target_db):
     return 10 ** (target_db / 20) / rms.clamp_min(1e-5)
 
 
+def subtract_complex_noise(spec, noise, floor):
+    """Complex subtraction with a floor: S = Y - N, its magnitude raised to floor |Y| where it falls below
+    (keeping S's phase; Y's where S is exactly zero)."""
+    clean = spec - noise
+    mag, low = clean.abs(), floor * spec.abs()
+    lifted = torch.where(mag > 0, clean / mag.clamp_min(1e-20), spec / spec.abs().clamp_min(1e-20)) * low
+    return torch.where(mag < low, lifted, clean)
+
+
 def subtract_noise(spec, noise_mag, floor, mag=None):
     """Spectral subtraction with a floor, keeping the noisy phase: |S| = max(|Y| - |N|, floor |Y|)."""
     mag = spec.abs() if mag is None else mag  # callers that already hold |Y| pass it
@@ -64,14 +77,20 @@ def subtract_noise(spec, noise_mag, floor, mag=None):
 
 class NoiseSubtractionDenoiser(nn.Module):
     def __init__(self, audio: AudioConfig = AudioConfig(), base_channels=16, depth=4, norm="batch",
-                 floor_db=-60.0, level_db=-25.0):
+                 floor_db=-60.0, level_db=-25.0, subtraction="magnitude"):
         super().__init__()
+        if subtraction not in ("magnitude", "complex"):
+            raise ValueError(f"unknown subtraction {subtraction!r} (choose magnitude or complex)")
         self.audio = audio
-        self.unet = UNet(1, 1, base_channels, depth, norm)
+        self.subtraction = subtraction
+        complex_ = subtraction == "complex"  # in: dB magnitude (+ cos, sin of the phase); out: fraction (Re, Im)
+        self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, base_channels, depth, norm)
         self.floor = 10 ** (floor_db / 20)  # the most any bin is attenuated (also settable at inference)
         self.level_db = level_db
         self.model_args = dict(base_channels=base_channels, depth=depth, norm=norm, floor_db=floor_db,
                                level_db=level_db)
+        if complex_:  # magnitude models keep the model_args they always had
+            self.model_args["subtraction"] = subtraction
 
     def noise_fraction(self, mag):
         """|Y| [B, bins, frames] -> predicted noise as a fraction of |Y|, same shape."""
@@ -79,14 +98,30 @@ class NoiseSubtractionDenoiser(nn.Module):
         frac = torch.sigmoid(self.unet(x[:, None]))[:, 0]
         return torch.cat([frac, frac[:, -1:]], dim=1)  # the Nyquist bin follows its neighbour
 
+    def noise_mask(self, spec_ri):
+        """Y as (Re, Im) [B, 2, bins, frames] -> the complex fraction M with N = M Y, as (Re, Im), |M| < 1."""
+        nb = self.audio.n_bins
+        mag = spec_ri.pow(2).sum(1).sqrt()
+        unit = db_to_unit(magnitude_to_db(mag[:, :nb], self.audio), self.audio)
+        phase = spec_ri[:, :, :nb] / mag[:, None, :nb].clamp_min(1e-20)  # cos, sin (0, 0 in silent bins)
+        m = self.unet(torch.cat([unit[:, None], phase], dim=1))
+        length = m.pow(2).sum(1, keepdim=True).add(1e-12).sqrt()
+        m = m * (torch.tanh(length) / length)
+        return torch.cat([m, m[:, :, -1:]], dim=2)  # the Nyquist bin follows its neighbour
+
     def forward(self, noisy, gain=None):
-        """noisy [B, n] -> (denoised [B, n], predicted noise magnitude [B, bins, frames])."""
+        """noisy [B, n] -> (denoised [B, n], predicted noise magnitude |N| [B, bins, frames])."""
         if gain is None:
             gain = level_gain(noisy, self.level_db)
         spec = stft(noisy * gain, self.audio)
-        mag = spec.abs()
-        noise_mag = self.noise_fraction(mag) * mag
-        clean_spec = subtract_noise(spec, noise_mag, self.floor, mag)
+        if self.subtraction == "complex":
+            m = self.noise_mask(torch.stack([spec.real, spec.imag], dim=1))
+            noise = torch.complex(m[:, 0], m[:, 1]) * spec
+            clean_spec, noise_mag = subtract_complex_noise(spec, noise, self.floor), noise.abs()
+        else:
+            mag = spec.abs()
+            noise_mag = self.noise_fraction(mag) * mag
+            clean_spec = subtract_noise(spec, noise_mag, self.floor, mag)
         return istft(clean_spec, self.audio, noisy.shape[-1]) / gain, noise_mag / gain[..., None]
 
 
@@ -101,7 +136,7 @@ def count_parameters(model):
 def describe(model):
     a = model.model_args
     return (f"U-Net base {a['base_channels']} depth {a['depth']} norm {a['norm']}, "
-            f"{count_parameters(model) / 1e6:.2f} M parameters, floor {a['floor_db']:g} dB")
+            f"{count_parameters(model) / 1e6:.2f} M parameters, {model.subtraction} subtraction, floor {a['floor_db']:g} dB")
 
 
 if __name__ == "__main__":  # quick look: python unet.py

@@ -29,7 +29,7 @@ def test_onnxruntime_matches_pytorch(trained, exported, batch, frames):
     mag = magnitudes(batch, frames, frames)
     with torch.no_grad():
         expected = model.noise_fraction(mag).numpy()
-    got = export.OnnxNoiseFraction(exported)(mag).numpy()
+    got = export.OnnxNoiseEstimate(exported)(mag).numpy()
     assert got.shape == expected.shape == (batch, 257, frames)
     assert np.abs(got - expected).max() < 1e-4
 
@@ -44,7 +44,7 @@ def test_graph_is_dynamic_and_metadata_round_trips(trained, exported):
     meta = export.read_metadata(exported)
     assert meta["audio"] == model.audio.to_dict()
     assert meta["model_args"] == model.model_args
-    assert meta["graph"] == export.GRAPH
+    assert meta["graph"] == export.GRAPHS["magnitude"]
 
 
 def test_onnx_denoiser_matches_torch_denoiser(trained, exported):
@@ -74,16 +74,42 @@ def test_denoise_uses_an_export_of_the_same_weights_only(trained, tmp_path):
     rng = np.random.default_rng(3)
     audio = voiced(1.5, SR, 140, rng)[None] + 0.02 * rng.standard_normal((1, int(1.5 * SR))).astype(np.float32)
     expected = denoise_array(load_model(ckpt), audio, SR)
-    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseFraction)
+    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseEstimate)
     with pytest.raises(UserError, match="no ONNX export"):
         denoise.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
     export.main(["--model", str(ckpt)])  # -> m.onnx beside it
     model = denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu")
-    assert isinstance(model.noise_fraction, export.OnnxNoiseFraction)
+    assert isinstance(model.noise_fraction, export.OnnxNoiseEstimate)
     assert np.abs(denoise_array(model, audio, SR) - expected).max() < 1e-4
-    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "torch", "cpu").noise_fraction, export.OnnxNoiseFraction)
+    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "torch", "cpu").noise_fraction, export.OnnxNoiseEstimate)
     # other weights under the same name: the stale export is ignored
     other = torch.load(ckpt, weights_only=True)
     other["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in other["model"].items()}
     torch.save(other, ckpt)
-    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseFraction)
+    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseEstimate)
+
+
+def test_a_complex_model_exports_and_denoises_the_same_through_onnxruntime(tmp_path):
+    """The complex model's graph: (Re, Im) of Y in, (Re, Im) of the noise fraction out; denoise.py's onnx backend."""
+    import denoise
+    from unet import NoiseSubtractionDenoiser
+    torch.manual_seed(0)
+    model = NoiseSubtractionDenoiser(base_channels=4, depth=2, subtraction="complex").eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity, so the check means something
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
+    ckpt = tmp_path / "complex.pt"
+    torch.save(dict(model=model.state_dict(), model_args=model.model_args, audio=model.audio.to_dict()), ckpt)
+    export.main(["--model", str(ckpt)])
+    proto = onnx.load(str(ckpt.with_suffix(".onnx")))
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*proto.graph.input, *proto.graph.output)]
+    assert dims == [["batch", 2, 257, "frames"]] * 2
+    assert export.read_metadata(ckpt.with_suffix(".onnx"))["graph"] == export.GRAPHS["complex"]
+    rng = np.random.default_rng(2)
+    audio = (voiced(1.1, SR, 130, rng) + 0.05 * rng.standard_normal(int(1.1 * SR)).astype(np.float32))[None]
+    expected = denoise_array(load_model(ckpt), audio, SR)
+    onnx_model = denoise.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
+    assert isinstance(onnx_model.noise_mask, export.OnnxNoiseEstimate)
+    assert np.abs(denoise_array(onnx_model, audio, SR) - expected).max() < 1e-4
+    assert np.abs(denoise_array(export.denoiser_from_onnx(ckpt.with_suffix(".onnx")), audio, SR) - expected).max() < 1e-4

@@ -162,3 +162,17 @@ def test_corpus_weights_draw_as_asked(prepared, tmp_path):
         ds.corpus_weights({"c": 2.0})
     with pytest.raises(SystemExit):
         train.parse_args(["--corpus-weights", "a"])
+
+
+def test_complex_subtraction_trains_and_is_kept_in_the_checkpoint(prepared, tmp_path):
+    import denoise
+    out = tmp_path / "complex" / "unet.pt"
+    train.main(["--data-dir", str(prepared), "--out", str(out), "--epochs", "4", *TINY_MODEL,
+                "--subtraction", "complex", "--complex-weight", "0.5"])
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["model_args"]["subtraction"] == "complex" and ckpt["config"]["complex_weight"] == 0.5
+    history = ckpt["history"]
+    assert max(h["val_si_sdr"] for h in history) > history[0]["val_noisy_si_sdr"] + 1.0  # it learned to denoise
+    assert denoise.load_model(out).subtraction == "complex"
+    with pytest.raises(UserError, match="architecture wins"):
+        train.main(["--out", str(out), "--resume", "--subtraction", "magnitude"])

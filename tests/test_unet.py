@@ -5,7 +5,7 @@ import torch
 
 from audio import AudioConfig, istft, si_sdr, stft
 from conftest import noise_clip, voiced
-from unet import NoiseSubtractionDenoiser, UNet, count_parameters, subtract_noise
+from unet import NoiseSubtractionDenoiser, UNet, count_parameters, subtract_complex_noise, subtract_noise
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
@@ -50,3 +50,60 @@ def test_denoiser_bounds_silence_and_level():
         assert torch.equal(model(torch.zeros(1, 4000))[0], torch.zeros(1, 4000))  # silence in, silence out
         y2, _ = model(10 * x)  # the level is normalised inside: 20 dB louder in, 20 dB louder out
         assert torch.allclose(y2, 10 * y, rtol=1e-3, atol=1e-5)
+
+
+def test_subtracting_the_true_complex_noise_gives_back_the_voice_exactly():
+    cfg = AudioConfig()
+    rng = np.random.default_rng(0)
+    voice = torch.from_numpy(voiced(2.0, 16000, 120, rng))
+    noise = torch.from_numpy(noise_clip("hiss", 2.0, 16000, rng)) * 0.5
+    noisy = voice + noise
+    spec = stft(noisy, cfg)
+    exact = istft(subtract_complex_noise(spec, stft(noise, cfg), 0.0), cfg, len(noisy))
+    assert torch.allclose(exact, voice, atol=1e-5)
+    # with the default -60 dB floor only bins where the voice is 60 dB under the mixture are lifted
+    floored = istft(subtract_complex_noise(spec, stft(noise, cfg), 1e-3), cfg, len(noisy))
+    assert si_sdr(floored, voice) > 40
+    # all noise: the floor is what remains, with the noisy phase
+    assert torch.allclose(istft(subtract_complex_noise(spec, spec, 0.1), cfg, len(noisy)), 0.1 * noisy, atol=1e-5)
+
+
+def test_complex_denoiser_bounds_silence_and_level():
+    torch.manual_seed(0)
+    model = NoiseSubtractionDenoiser(base_channels=4, depth=2, subtraction="complex").eval()
+    assert model.model_args["subtraction"] == "complex" and model.unet.out.out_channels == 2
+    x = torch.randn(2, 8000) * 0.1
+    with torch.no_grad():
+        y, noise = model(x)
+        cfg = model.audio
+        xs, ys = stft(x, cfg).abs(), stft(y, cfg).abs()
+        assert y.shape == x.shape and noise.shape == xs.shape
+        assert torch.all(noise <= xs * (1 + 1e-4) + 1e-6)  # |N| = |M| |Y| < |Y|
+        assert torch.all(ys >= model.floor * xs * 0.99 - 1e-6)
+        assert torch.equal(model(torch.zeros(1, 4000))[0], torch.zeros(1, 4000))
+        y2, _ = model(10 * x)
+        assert torch.allclose(y2, 10 * y, rtol=1e-3, atol=1e-5)
+    loss = model.train()(x)[0].pow(2).mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_the_shipped_magnitude_model_denoises_as_the_magnitude_formula():
+    """Old (magnitude) checkpoints build the magnitude model, and it computes |S| = max(|Y| - f|Y|, floor |Y|)
+    with the noisy phase, whatever else the class can do."""
+    import denoise
+    model = denoise.load_model(denoise.DEFAULT_MODEL)
+    assert model.subtraction == "magnitude" and "subtraction" not in model.model_args
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(voiced(1.5, 16000, 110, rng) + noise_clip("band", 1.5, 16000, rng))[None]
+    with torch.no_grad():
+        y, _ = model(x)
+        gain = 10 ** (model.level_db / 20) / x.pow(2).mean().sqrt()
+        spec = stft(x * gain, model.audio)
+        frac = torch.sigmoid(model.unet(((20 * torch.log10((spec.abs()[:, :256] / 128).clamp_min(1e-5))).clamp(-100, 20)
+                                          + 100)[:, None] / 120))[:, 0]
+        frac = torch.cat([frac, frac[:, -1:]], dim=1)
+        mag = spec.abs()
+        expect = istft(spec * torch.maximum(mag - frac * mag, model.floor * mag) / mag.clamp_min(1e-20),
+                       model.audio, x.shape[-1]) / gain
+    assert torch.allclose(y, expect, atol=1e-6)
