@@ -12,6 +12,7 @@ so a full-scale sine wave reads 0 dB in its bin, and every value is clipped to
 [db_min, db_max] = [-100, +20] dB. A 16-bit PNG stores (dB - db_min) / (db_max - db_min)
 * 65535, i.e. steps of 0.0018 dB, with low frequencies at the bottom of the image.
 """
+import argparse
 import math
 import os
 import shutil
@@ -27,6 +28,19 @@ import torch
 
 NEEDS_FFMPEG = (".3gp", ".m4a", ".aac", ".amr", ".wma", ".mp4")  # formats libsndfile cannot read
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus") + NEEDS_FFMPEG
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown beside each flag; the examples kept as written."""
+
+
+def arg_parser(doc):
+    """A script's ArgumentParser: the first paragraph of its docstring as the description, its example
+    command lines (the indented `python ...` lines) as the epilog of --help, and every default shown."""
+    head, _, rest = doc.strip().partition("\n\n")
+    examples = [line for line in rest.splitlines() if line.lstrip().startswith("python ")]
+    return argparse.ArgumentParser(description=head, formatter_class=_HelpFormatter,
+                                   epilog="examples:\n" + "\n".join(examples) if examples else None)
 
 
 class UserError(Exception):

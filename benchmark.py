@@ -38,11 +38,12 @@ SR = 16000
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from audio import arg_parser
+    p = arg_parser(__doc__)
     p.add_argument("--model", type=Path, default=Path("models/unet.pt"),
                    help="checkpoint to time (if missing: an untrained model of the default size, same compute)")
     p.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads")
-    p.add_argument("--what", nargs="+", choices=("all",) + WHAT, default=["all"])
+    p.add_argument("--what", nargs="+", choices=("all",) + WHAT, default=["all"], help="which figures to measure")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the rtf/onnx test file")
     p.add_argument("--long-minutes", type=float, default=60.0, help="length of the memory test file (48 kHz stereo)")
     p.add_argument("--files", type=int, default=200, help="files in the folder test")

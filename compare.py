@@ -19,21 +19,20 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wilcoxon
 
-from audio import UserError, run_main
+from audio import arg_parser, UserError, run_main
 
 METRICS = ("pesq_wb", "stoi", "si_sdr_i", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = arg_parser(__doc__)
     p.add_argument("results", type=Path, help="JSON from evaluate.py or from the benchmark harness")
     p.add_argument("--system", default=None, help="the system to test (default: unet, or ours)")
     p.add_argument("--against", nargs="+", help="systems to compare with (default: all others)")
     p.add_argument("--metrics", nargs="+", default=list(METRICS), help="metrics to test (those present are used)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the Wilcoxon test")
     p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the interval")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     return p.parse_args(argv)
 
 

@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from tqdm import tqdm
 
-from audio import UserError, atomic_save, load_audio, resample, run_main, spectrogram_db
+from audio import arg_parser, UserError, atomic_save, load_audio, resample, run_main, spectrogram_db
 from unet import build_model, level_gain
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "unet.pt"  # the pretrained model, wherever we run
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = arg_parser(__doc__)
     p.add_argument("inputs", nargs="*", type=Path, help="audio files to denoise")
     p.add_argument("--info", action="store_true", help="print what the model is and what it learned from, and exit")
     p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, or ending in /)")
@@ -128,8 +129,9 @@ def context_samples(model, sr):
 
 
 @torch.no_grad()
-def denoise_stream(model, read, n, sr, gain, chunk_seconds=10.0, device="cpu"):
+def denoise_stream(model, read, n, sr, gain, chunk_seconds=10.0, device="cpu", progress=None):
     """Denoise n samples that read(a, b) returns as float32 [channels, b - a]; yields [channels, m] pieces.
+    progress: a name to show a progress bar over the chunks under (when there are several).
 
     gain [channels] is the level normalisation for the whole recording, so that every chunk is
     treated exactly as the whole file would be.
@@ -142,7 +144,8 @@ def denoise_stream(model, read, n, sr, gain, chunk_seconds=10.0, device="cpu"):
     step = max(1, round(chunk_seconds * sr / unit)) * unit
     ctx = math.ceil(context_samples(model, sr) / unit) * unit
     g = torch.as_tensor(gain, dtype=torch.float32, device=device)[:, None]
-    for s in range(0, n, step):
+    starts = range(0, n, step)
+    for s in tqdm(starts, desc=progress, unit="chunk", leave=False, disable=progress is None or len(starts) < 2):
         e = min(n, s + step)
         a, b = max(0, s - ctx), min(n, e + ctx)
         x = torch.from_numpy(np.ascontiguousarray(resample(read(a, b), sr, msr))).to(device)
@@ -222,7 +225,7 @@ def denoise_file(model, inp, out, args):
         nonlocal clipped
         gain = recording_gain(model, read, n, sr, name=inp)
         with sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, subtype=subtype, format=fmt) as dst:
-            for piece in denoise_stream(model, read, n, sr, gain, args.chunk_seconds, args.device):
+            for piece in denoise_stream(model, read, n, sr, gain, args.chunk_seconds, args.device, progress=inp.name):
                 if not np.all(np.isfinite(piece)):  # e.g. float samples so large that the level gain underflows
                     raise UserError(f"denoising {inp} gave NaN or infinite samples; its level is out of range")
                 clipped += int(np.sum(np.abs(piece) > 1.0))
@@ -297,10 +300,11 @@ def main(argv=None):
     if args.atten_limit_db is not None:
         model.floor = 10 ** (-args.atten_limit_db / 20)
     several = len(args.inputs) > 1
-    for inp in args.inputs:
+    bar = tqdm(args.inputs, desc="denoising", unit="file", disable=not several)
+    for inp in bar:
         out = output_path(inp, args, several)
         seconds = denoise_file(model, inp, out, args)
-        print(f"{inp} -> {out} ({seconds:.1f} s)")
+        bar.write(f"{inp} -> {out} ({seconds:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Score the model beside the noisy input and a classical Wiener filter, on paired 
     python evaluate.py --split test                          # data/processed/test of a prepared set
     python evaluate.py --model models/unet.pt --noisy DIR --clean DIR [--manifest CSV] [--out results.json]
     python evaluate.py --noisy ../shared/data/real/devtest/noisy --clean ../shared/data/real/devtest/clean
+    python evaluate.py --noisy my_recordings/                # real recordings, no references: DNSMOS only
 
 Files pair up by name (noisy/000.wav with clean/000.wav, any extension); files without a
 partner are reported, never silently dropped. A manifest (DIR/../manifest.csv is picked
@@ -16,9 +17,14 @@ id = file stem. Metrics are those of ../shared/bench (eval_peers), so numbers co
   the mean (audio.si_sdr); SI-SDRi = SI-SDR(x) - SI-SDR(noisy), per file;
 - each summary is mean +- 95% CI half-width, t(0.975, n-1) * sd / sqrt(n), over files,
   also per input SNR (continuous SNRs are binned to the nearest 5 dB) and per noise category;
+- DNSMOS P.835 (SIG, BAK, OVRL; the speechmos package and its bundled ONNX models, as the
+  benchmark harness) needs no reference: without --clean it is the score, with --clean it
+  joins the others when --dnsmos is given. Each output is clipped to [-1, 1] for it;
 - RTF = processing seconds / audio seconds, model loading excluded. The model runs in this
   process (with the stated torch threads); the metrics then run in a process pool.
-Outputs: markdown tables on stdout, every number (per-file values too) in --out, a bar chart in --plot.
+Outputs: markdown tables on stdout, every number (per-file values too) in --out, a bar chart in --plot,
+and a listening report (report.py) beside them: the tables, the chart and, worst files first, audio
+players with spectrograms for the input, the output and the reference.
 """
 import argparse
 import csv
@@ -38,24 +44,37 @@ from scipy.signal import lfilter
 from scipy.stats import t as student_t
 from tqdm import tqdm
 
-from audio import AudioConfig, UserError, atomic_save, find_audio, istft, load_audio, run_main, si_sdr, stft, write_audio
+from audio import arg_parser, AudioConfig, UserError, atomic_save, find_audio, istft, load_audio, run_main, si_sdr, stft, write_audio
 from dataset import read_manifest
 from denoise import DEFAULT_MODEL, denoise_array, load_checkpoint, model_from_checkpoint
 
-SR = 16000  # PESQ-WB and the shared benchmark score at 16 kHz
+SR = AudioConfig.sample_rate  # PESQ-WB, DNSMOS and the shared benchmark score at 16 kHz
 SYSTEMS = ("noisy", "wiener", "unet")
-METRICS = (("pesq_wb", "PESQ-WB", "{:.3f}"), ("stoi", "STOI", "{:.3f}"), ("si_sdr", "SI-SDR (dB)", "{:.2f}"),
-           ("si_sdr_i", "SI-SDRi (dB)", "{:.2f}"))
+PAIRED_METRICS = (("pesq_wb", "PESQ-WB", "{:.3f}"), ("stoi", "STOI", "{:.3f}"), ("si_sdr", "SI-SDR (dB)", "{:.2f}"),
+                  ("si_sdr_i", "SI-SDRi (dB)", "{:.2f}"))
+DNSMOS_METRICS = (("dnsmos_sig", "DNSMOS SIG", "{:.2f}"), ("dnsmos_bak", "DNSMOS BAK", "{:.2f}"),
+                  ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"))
+
+
+def metric_list(paired, dnsmos):
+    return (PAIRED_METRICS if paired else ()) + (DNSMOS_METRICS if dnsmos else ())
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--noisy", type=Path, help="folder of noisy files (with --clean)")
+    p = arg_parser(__doc__)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint (default: the pretrained model)")
+    p.add_argument("--noisy", type=Path, help="folder of noisy files; alone, real recordings scored by DNSMOS")
     p.add_argument("--clean", type=Path, help="folder of the clean references, same file names")
+    p.add_argument("--dnsmos", action="store_true", help="also score DNSMOS P.835 with --clean or a split "
+                   "(always on without references; about 0.5 s per file and system on 2 cores)")
+    p.add_argument("--report", type=Path, help="folder of the HTML listening report (default: --out's name "
+                   "without .json, plus _report)")
+    p.add_argument("--report-files", type=int, default=24, help="files with players in the report, worst first "
+                   "(0: no report)")
     p.add_argument("--manifest", type=Path, help="CSV with id, snr_db, noise_category (default: manifest.csv "
                    "beside the --noisy folder, if there is one)")
-    p.add_argument("--split", default="test", help="split of the prepared set scored when --noisy/--clean are not given")
+    p.add_argument("--split", help="split of the prepared set scored when --noisy is not given (default: test; "
+                   "val with --tune-floor)")
     p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="the prepared set")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON with every number")
     p.add_argument("--plot", type=Path, help="bar chart PNG (default: --out with .png)")
@@ -66,13 +85,21 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     p.add_argument("--tune-floor", type=float, nargs="+", metavar="DB",
                    help="instead of a report: score these floors (the most attenuation a bin gets, e.g. -30 -40 -50 "
-                        "-60 dB) by mean PESQ-WB and write the best into --model (choose on --split val, not test)")
+                        "-60 dB) by mean PESQ-WB on the validation split and write a copy of --model with the best "
+                        "to --out (a .pt; default: the model's name + _tuned.pt); the model read is never changed")
     args = p.parse_args(argv)
-    if (args.noisy is None) != (args.clean is None):
-        p.error("--noisy and --clean go together")
+    if args.clean is not None and args.noisy is None:
+        p.error("--clean needs --noisy")
+    if args.report_files < 0:
+        p.error("--report-files must be 0 or more")
     if args.workers < 1 or args.chunk_seconds <= 0 or (args.threads is not None and args.threads < 1):
         p.error("--workers, --threads and --chunk-seconds must be positive")
+    args.split = args.split or ("val" if args.tune_floor else "test")
+    if args.tune_floor:
+        args.out = args.out if args.out.suffix == ".pt" else args.model.with_name(args.model.stem + "_tuned.pt")
     args.plot = args.plot or args.out.with_suffix(".png")
+    args.report = args.report or args.out.with_name(args.out.stem + "_report")
+    args.dnsmos = args.dnsmos or (args.noisy is not None and args.clean is None)
     return args
 
 
@@ -115,21 +142,32 @@ def metrics(est, clean, noisy_si_sdr=None):
                 si_sdr_i=0.0 if noisy_si_sdr is None else s - noisy_si_sdr)
 
 
+def dnsmos_scores(x):
+    """DNSMOS P.835 of one output (no reference): SIG, BAK, OVRL, as the benchmark harness computes them."""
+    from speechmos import dnsmos
+    r = dnsmos.run(np.clip(x, -1, 1).astype(np.float32), SR)
+    return dict(dnsmos_sig=float(r["sig_mos"]), dnsmos_bak=float(r["bak_mos"]), dnsmos_ovrl=float(r["ovrl_mos"]))
+
+
 def score(job):
-    """One file: the Wiener output, then every system's metrics against the clean reference."""
-    clean = load_audio(job["clean"], SR, mono=True)[0][0]
+    """One file: the Wiener output, then every system's metrics (against the clean reference, where there is one)."""
+    clean = load_audio(job["clean"], SR, mono=True)[0][0] if job["clean"] else None
     noisy, model_out = job["noisy"], job["model"]
-    n = min(len(clean), len(noisy))
-    clean, noisy, model_out = clean[:n], noisy[:n], model_out[:n]
+    n = len(noisy) if clean is None else min(len(clean), len(noisy))
+    noisy, model_out = noisy[:n], model_out[:n]
     t0 = time.perf_counter()
     outputs = dict(noisy=noisy, wiener=wiener(noisy), unet=model_out)
     wiener_s = time.perf_counter() - t0
     if job["save_dir"]:
         write_audio(job["save_dir"] / "wiener" / f"{job['key']}.wav", outputs["wiener"], SR)
-    result = dict(id=job["key"], seconds=n / SR, length_mismatch=len(clean) != len(job["noisy"]),
-                  unet_s=job["unet_s"], wiener_s=wiener_s, noisy=metrics(noisy, clean))
-    for name in SYSTEMS[1:]:
-        result[name] = metrics(outputs[name], clean, result["noisy"]["si_sdr"])
+    result = dict(id=job["key"], seconds=n / SR, length_mismatch=clean is not None and len(clean) != len(job["noisy"]),
+                  unet_s=job["unet_s"], wiener_s=wiener_s)
+    for name in SYSTEMS:
+        result[name] = {}
+        if clean is not None:
+            result[name] = metrics(outputs[name], clean[:n], None if name == "noisy" else result["noisy"]["si_sdr"])
+        if job["dnsmos"]:
+            result[name].update(dnsmos_scores(outputs[name]))
     return result
 
 
@@ -167,20 +205,23 @@ def resolve_inputs(args):
                     raise UserError(f"{manifest} has no id column")
                 rows = list(reader)
     for folder in (noisy, clean):
-        if not folder.is_dir():
+        if folder is not None and not folder.is_dir():
             raise UserError(f"no such folder: {folder}")
     return noisy, clean, {r["id"].strip(): r for r in rows}, manifest
 
 
 def pair_files(noisy_dir, clean_dir):
-    """Pair files by path without extension: -> [(key, noisy, clean)], noisy-only keys, clean-only keys."""
+    """Pair files by path without extension: -> [(key, noisy, clean)], noisy-only keys, clean-only keys.
+    Without a clean folder every noisy file stands alone: [(key, noisy, None)]."""
     found = []
-    for folder in (noisy_dir, clean_dir):
+    for folder in (noisy_dir, clean_dir or noisy_dir):
         files = find_audio(folder)
         if not files:
             raise UserError(f"no audio files in {folder}")
         found.append({p.relative_to(folder).with_suffix("").as_posix(): p for p in files})
     noisy, clean = found
+    if clean_dir is None:
+        return [(k, noisy[k], None) for k in sorted(noisy)], [], []
     pairs = [(k, noisy[k], clean[k]) for k in sorted(noisy.keys() & clean.keys())]
     if not pairs:
         raise UserError(f"no file in {noisy_dir} has a partner of the same name in {clean_dir}")
@@ -217,12 +258,12 @@ def mean_ci(values):
     return dict(mean=float(v.mean()), ci95=ci, n=len(v))
 
 
-def summarise(files, key=None):
+def summarise(files, metrics_, key=None):
     """{group: {system: {metric: mean_ci}}} over files grouped by file[key] (one group without a key)."""
     groups = {}
     for f in files:
         groups.setdefault(f[key] if key else "all", []).append(f)
-    return {g: {s: {m: mean_ci([f[s][m] for f in fs]) for m, _, _ in METRICS} for s in SYSTEMS}
+    return {g: {s: {m: mean_ci([f[s][m] for f in fs]) for m, _, _ in metrics_} for s in SYSTEMS}
             for g, fs in groups.items()}
 
 
@@ -236,48 +277,57 @@ def snr_order(label):
     return float("inf") if label == "n/a" else float(label.split()[0])
 
 
-def report(summary, by_snr, by_cat, binning, pesq_failures):
-    lines = ["| system | " + " | ".join(title for _, title, _ in METRICS) + " | n |",
-             "|---" * (len(METRICS) + 2) + "|"]
+def headline(metrics_):
+    """The metric shown by SNR and category and in the last panel of the chart: SI-SDRi, or DNSMOS OVRL."""
+    return next(m for m in metrics_ if m[0] in ("si_sdr_i", "dnsmos_ovrl"))
+
+
+def report(summary, by_snr, by_cat, binning, pesq_failures, metrics_):
+    n_of = lambda stats: stats[metrics_[0][0]]["n"]
+    lines = ["| system | " + " | ".join(title for _, title, _ in metrics_) + " | n |",
+             "|---" * (len(metrics_) + 2) + "|"]
     for s in SYSTEMS:
         stats = summary["all"][s]
-        lines.append(f"| {s} | " + " | ".join(cell(stats[m], fmt) for m, _, fmt in METRICS) +
-                     f" | {stats['si_sdr']['n']} |")
-    lines.append("\nMean ± 95% CI (Student t over files). PESQ failures (left out): "
-                 + ", ".join(f"{s} {pesq_failures[s]}" for s in SYSTEMS))
+        lines.append(f"| {s} | " + " | ".join(cell(stats[m], fmt) for m, _, fmt in metrics_) + f" | {n_of(stats)} |")
+    lines.append("\nMean ± 95% CI (Student t over files)." + (" PESQ failures (left out): " + ", ".join(
+        f"{s} {pesq_failures[s]}" for s in SYSTEMS) if "pesq_wb" in dict((m[0], m) for m in metrics_) else ""))
     snrs = sorted(by_snr, key=snr_order)
     if snrs == ["n/a"] and list(by_cat) == ["n/a"]:
         return "\n".join(lines + ["(no manifest with snr_db / noise_category: no breakdowns)"])
-    for m, title, fmt in (METRICS[0], METRICS[1], METRICS[3]):
+    shown = [m for m in metrics_ if m[0] in ("pesq_wb", "stoi", "si_sdr_i", "dnsmos_ovrl")]
+    for m, title, fmt in shown:
         lines += [f"\n### {title} by input SNR ({binning})\n",
-                  "| system | " + " | ".join(f"{g} (n={by_snr[g]['noisy']['si_sdr']['n']})" for g in snrs) + " |",
+                  "| system | " + " | ".join(f"{g} (n={n_of(by_snr[g]['noisy'])})" for g in snrs) + " |",
                   "|---" * (len(snrs) + 1) + "|"]
         lines += [f"| {s} | " + " | ".join(cell(by_snr[g][s][m], fmt) for g in snrs) + " |" for s in SYSTEMS]
-    lines += ["\n### SI-SDRi (dB) by noise category\n", "| category | " + " | ".join(SYSTEMS) + " | n |",
+    m, title, fmt = headline(metrics_)
+    lines += [f"\n### {title} by noise category\n", "| category | " + " | ".join(SYSTEMS) + " | n |",
               "|---" * (len(SYSTEMS) + 2) + "|"]
-    lines += [f"| {c} | " + " | ".join(cell(by_cat[c][s]["si_sdr_i"], "{:.2f}") for s in SYSTEMS) +
-              f" | {by_cat[c]['noisy']['si_sdr']['n']} |" for c in sorted(by_cat)]
+    lines += [f"| {c} | " + " | ".join(cell(by_cat[c][s][m], fmt) for s in SYSTEMS) +
+              f" | {n_of(by_cat[c]['noisy'])} |" for c in sorted(by_cat)]
     return "\n".join(lines)
 
 
-def plot(summary, by_snr, binning, path):
+def plot(summary, by_snr, binning, path, metrics_):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 4, figsize=(16, 4), gridspec_kw=dict(width_ratios=[1, 1, 1, 2]))
     colours = [f"C{i}" for i in range(len(SYSTEMS))]
     err = lambda st: 0 if st["ci95"] is None else st["ci95"]
-    for ax, (m, title, _) in zip(axes, METRICS[:3]):
+    for ax, (m, title, _) in zip(axes, metrics_[:3]):
         stats = [summary["all"][s][m] for s in SYSTEMS]
         ax.bar(SYSTEMS, [st["mean"] or 0 for st in stats], yerr=[err(st) for st in stats], color=colours, capsize=4)
         ax.set_title(title)
-    snrs, shown = sorted(by_snr, key=snr_order), SYSTEMS[1:]  # the noisy input's SI-SDRi is 0 by definition
+    m, title, _ = headline(metrics_)
+    snrs = sorted(by_snr, key=snr_order)
+    shown = SYSTEMS[1:] if m == "si_sdr_i" else SYSTEMS  # the noisy input's SI-SDRi is 0 by definition
     width = 0.8 / len(shown)
     for i, s in enumerate(shown):
-        stats = [by_snr[g][s]["si_sdr_i"] for g in snrs]
+        stats = [by_snr[g][s][m] for g in snrs]
         axes[3].bar(np.arange(len(snrs)) + (i - (len(shown) - 1) / 2) * width, [st["mean"] or 0 for st in stats],
-                    width, yerr=[err(st) for st in stats], color=colours[i + 1], capsize=3, label=s)
-    axes[3].set(xticks=range(len(snrs)), xticklabels=snrs, title=f"SI-SDRi (dB) by input SNR ({binning})")
+                    width, yerr=[err(st) for st in stats], color=colours[SYSTEMS.index(s)], capsize=3, label=s)
+    axes[3].set(xticks=range(len(snrs)), xticklabels=snrs, title=f"{title} by input SNR ({binning})")
     axes[3].axhline(0, color="k", lw=0.5)
     axes[3].legend()
     fig.suptitle("mean ± 95% CI over files")
@@ -287,28 +337,8 @@ def plot(summary, by_snr, binning, path):
 
 
 # ----------------------------------------------------------------------------- main
-def main(argv=None):
-    args = parse_args(argv)
-    noisy_dir, clean_dir, rows, manifest = resolve_inputs(args)
-    pairs, noisy_only, clean_only = pair_files(noisy_dir, clean_dir)
-    warn(noisy_only, f"noisy files without a clean file in {clean_dir} (left out)")
-    warn(clean_only, f"clean files without a noisy file in {noisy_dir} (left out)")
-    no_file = sorted(set(rows) - {Path(key).name for key, _, _ in pairs})
-    warn(no_file, f"rows of {manifest} without a file pair")
-    if args.tune_floor:
-        return tune_floor(args, pairs)
-    for path in (args.out, args.plot):
-        if not path.parent.is_dir():
-            raise UserError(f"output folder does not exist: {path.parent}")
-    ckpt = load_checkpoint(args.model)
-    model = model_from_checkpoint(ckpt, args.model, args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for s in ("unet", "wiener") if args.save_dir else ():
-        for key, _, _ in pairs:
-            (args.save_dir / s / key).parent.mkdir(parents=True, exist_ok=True)
-
-    # 1. the model, alone in this process so that its timing is not disturbed by the pool
+def run_model(model, pairs, args):
+    """The model over every file, alone in this process so that its timing is not disturbed by the pool."""
     jobs = []
     for i, (key, noisy_path, clean_path) in enumerate(tqdm(pairs, desc="denoising")):
         noisy = load_audio(noisy_path, SR, mono=True)[0]
@@ -319,12 +349,14 @@ def main(argv=None):
         t0 = time.perf_counter()
         out = denoise_array(model, noisy, SR, args.chunk_seconds, args.device)[0]
         jobs.append(dict(key=key, clean=clean_path, noisy=noisy[0], model=out, unet_s=time.perf_counter() - t0,
-                         save_dir=args.save_dir))
+                         save_dir=args.save_dir, dnsmos=args.dnsmos))
         if args.save_dir:
             write_audio(args.save_dir / "unet" / f"{key}.wav", out, SR)
+    return jobs
 
-    # 2. the metrics (and the Wiener filter) in a pool
-    files = run_pool(jobs, args.workers)
+
+def add_groups(files, rows, manifest):
+    """Each file's input SNR group and noise category from the manifest."""
     for f in files:
         row = rows.get(Path(f["id"]).name)
         f.update(in_manifest=row is not None, snr_db=number((row or {}).get("snr_db")),
@@ -332,43 +364,96 @@ def main(argv=None):
     labels, binning = snr_labels([f["snr_db"] for f in files])
     for f, label in zip(files, labels):
         f["snr_group"] = label
-    mismatched = [f["id"] for f in files if f["length_mismatch"]]
-    warn(mismatched, "pairs differ in length (both cut to the shorter)")
-    no_row = [f["id"] for f in files if rows and not f["in_manifest"]]
-    warn(no_row, f"files without a row in {manifest} (grouped as n/a)")
+    warn([f["id"] for f in files if f["length_mismatch"]], "pairs differ in length (both cut to the shorter)")
+    warn([f["id"] for f in files if rows and not f["in_manifest"]], f"files without a row in {manifest} (grouped as n/a)")
+    return binning
+
+
+def listening_report(args, jobs, files, metrics_, tables):
+    """The HTML page: tables, chart, and the worst files (by the model's headline metric) with players."""
+    from report import write_report
+    m, title, fmt = headline(metrics_)
+    order = sorted(range(len(files)), key=lambda i: np.inf if files[i]["unet"].get(m) is None else files[i]["unet"][m])
+    items = []
+    for i in order[:args.report_files]:
+        job, f = jobs[i], files[i]
+        n = round(f["seconds"] * SR)
+        clean = load_audio(job["clean"], SR, mono=True)[0][0][:n] if job["clean"] else None
+        scores = "; ".join(f"{s}: " + ", ".join(f"{t} {fmt_.format(f[s][k])}" for k, t, fmt_ in metrics_
+                                                 if f[s].get(k) is not None) for s in ("noisy", "unet"))
+        items.append(dict(id=f["id"], scores=scores, input=job["noisy"][:n], output=job["model"][:n], clean=clean))
+    return write_report(args.report, f"Denoising report: {args.model.name} on {len(files)} files", tables, items,
+                        args.plot, SR)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    noisy_dir, clean_dir, rows, manifest = resolve_inputs(args)
+    pairs, noisy_only, clean_only = pair_files(noisy_dir, clean_dir)
+    warn(noisy_only, f"noisy files without a clean file in {clean_dir} (left out)")
+    warn(clean_only, f"clean files without a noisy file in {noisy_dir} (left out)")
+    no_file = sorted(set(rows) - {Path(key).name for key, _, _ in pairs})
+    warn(no_file, f"rows of {manifest} without a file pair")
+    if args.tune_floor:
+        if clean_dir is None:
+            raise UserError("--tune-floor scores PESQ-WB: it needs --clean references (or a prepared split)")
+        return tune_floor(args, pairs)
+    for path in (args.out, args.plot, args.report):
+        if not path.parent.is_dir():
+            raise UserError(f"output folder does not exist: {path.parent}")
+    ckpt = load_checkpoint(args.model)
+    model = model_from_checkpoint(ckpt, args.model, args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for s in ("unet", "wiener") if args.save_dir else ():
+        for key, _, _ in pairs:
+            (args.save_dir / s / key).parent.mkdir(parents=True, exist_ok=True)
+    jobs = run_model(model, pairs, args)
+    files = run_pool(jobs, args.workers)  # the metrics (and the Wiener filter) in a pool
+    binning = add_groups(files, rows, manifest)
+    metrics_ = metric_list(clean_dir is not None or args.noisy is None, args.dnsmos)
 
     audio_s = sum(f["seconds"] for f in files)
     threads = dict(unet=torch.get_num_threads(), wiener=1 if args.workers > 1 else torch.get_num_threads())
     speed = {s: dict(rtf=sum(f[f"{s}_s"] for f in files) / audio_s, seconds=sum(f[f"{s}_s"] for f in files),
                      threads=threads[s]) for s in threads}
-    summary, by_snr, by_cat = summarise(files), summarise(files, "snr_group"), summarise(files, "category")
-    pesq_failures = {s: sum(f[s]["pesq_wb"] is None for f in files) for s in SYSTEMS}
-    print(report(summary, by_snr, by_cat, binning, pesq_failures))
+    summary = summarise(files, metrics_)
+    by_snr, by_cat = summarise(files, metrics_, "snr_group"), summarise(files, metrics_, "category")
+    pesq_failures = {s: sum(f[s].get("pesq_wb", 0) is None for f in files) for s in SYSTEMS}
+    tables = report(summary, by_snr, by_cat, binning, pesq_failures, metrics_)
+    print(tables)
     print(f"\nRTF (processing s / audio s, {audio_s:.1f} s of audio): unet {speed['unet']['rtf']:.4f} on "
           f"{args.device} with {speed['unet']['threads']} torch threads; wiener {speed['wiener']['rtf']:.4f} "
           f"with {speed['wiener']['threads']} thread(s)")
 
     results = dict(
-        settings=dict(noisy=str(noisy_dir), clean=str(clean_dir), manifest=manifest and str(manifest),
+        settings=dict(noisy=str(noisy_dir), clean=clean_dir and str(clean_dir), manifest=manifest and str(manifest),
                       split=args.split if args.noisy is None else None, sample_rate=SR, workers=args.workers,
-                      chunk_seconds=args.chunk_seconds, device=args.device, snr_binning=binning),
+                      chunk_seconds=args.chunk_seconds, device=args.device, snr_binning=binning,
+                      metrics=[m for m, _, _ in metrics_]),
         model=dict(path=str(args.model), code_version=ckpt.get("code_version"), model_args=ckpt["model_args"],
                    audio=ckpt["audio"], epoch=ckpt.get("epoch")),
         n_files=len(files), audio_seconds=audio_s, speed=speed,
-        warnings=dict(noisy_without_clean=noisy_only, clean_without_noisy=clean_only, length_mismatch=mismatched,
-                      manifest_rows_without_files=no_file, files_without_manifest_row=no_row),
+        warnings=dict(noisy_without_clean=noisy_only, clean_without_noisy=clean_only, manifest_rows_without_files=no_file,
+                      length_mismatch=[f["id"] for f in files if f["length_mismatch"]],
+                      files_without_manifest_row=[f["id"] for f in files if rows and not f["in_manifest"]]),
         systems={s: dict(summary=summary["all"][s], pesq_failures=pesq_failures[s],
                          by_snr={g: by_snr[g][s] for g in sorted(by_snr, key=snr_order)},
                          by_category={c: by_cat[c][s] for c in sorted(by_cat)}) for s in SYSTEMS},
         per_file=files)
     atomic_save(args.out, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
-    plot(summary, by_snr, binning, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    plot(summary, by_snr, binning, args.plot, metrics_)
+    page = listening_report(args, jobs, files, metrics_, tables) if args.report_files else None
+    print(f"wrote {args.out}, {args.plot}" + (f" and the listening report {page}" if page else ""))
     return results
 
 
 def tune_floor(args, pairs):
-    """Pick the subtraction floor by mean PESQ-WB on these files; store it in the checkpoint (atomically)."""
+    """Pick the subtraction floor by mean PESQ-WB on these files; write a copy of the checkpoint with it to args.out."""
+    if args.out.resolve() == args.model.resolve() or args.out.exists():
+        raise UserError(f"--out {args.out} exists or is the model read; choose a new file for the tuned checkpoint")
+    if not args.out.parent.is_dir():
+        raise UserError(f"output folder does not exist: {args.out.parent}")
     ckpt = load_checkpoint(args.model)
     model = model_from_checkpoint(ckpt, args.model, args.device)
     with multiprocessing.get_context("fork").Pool(args.workers, initializer=_init_worker) as pool:
@@ -390,8 +475,8 @@ def tune_floor(args, pairs):
     ckpt["model_args"]["floor_db"] = best
     ckpt["floor_tuning"] = dict(files=len(pairs), split=args.split if args.noisy is None else str(args.noisy),
                                 scores={str(k): v for k, v in table.items()})
-    atomic_save(args.model, lambda tmp: torch.save(ckpt, tmp))
-    print(f"floor {best:g} dB has the best PESQ-WB: written into {args.model}")
+    atomic_save(args.out, lambda tmp: torch.save(ckpt, tmp))
+    print(f"floor {best:g} dB has the best PESQ-WB: wrote {args.out} ({args.model} is unchanged)")
     return table
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audio import UserError, atomic_save, run_main
+from audio import arg_parser, UserError, atomic_save, run_main
 from denoise import DEFAULT_MODEL
 from unet import build_model
 
@@ -36,12 +36,12 @@ OPSET = 18
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = arg_parser(__doc__)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint (default: the pretrained model)")
     p.add_argument("--out", type=Path, help="ONNX file (None: the model's path with .onnx)")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx's exporter; auto tries dynamo (torch.export), then the older TorchScript one")
-    p.add_argument("--opset", type=int, default=OPSET)
+    p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version (17 or more)")
     args = p.parse_args(argv)
     if args.opset < 17:
         p.error("--opset must be 17 or more")

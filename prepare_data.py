@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from audio import (NEEDS_FFMPEG, AudioConfig, UserError, atomic_save, find_audio, load_audio, mix, rms, run_main, save_png, spectrogram_db,
+from audio import (arg_parser, NEEDS_FFMPEG, AudioConfig, UserError, atomic_save, find_audio, load_audio, mix, rms, run_main, save_png, spectrogram_db,
                    write_audio)
 
 SPLITS = ("train", "val", "test")
@@ -50,7 +50,7 @@ ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = arg_parser(__doc__)
     p.add_argument("--speech-dir", type=Path, nargs="+", help="folder tree(s) of clean speech (subfolder per "
                    "speaker); default data/speech, or the demo corpus when that holds no audio")
     p.add_argument("--noise-dir", type=Path, nargs="+", help="folder tree(s) of noise (subfolder = category), e.g. "
@@ -66,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--test-folds", type=int, nargs="+", default=[5], help="ESC-50 folds for test noise")
     p.add_argument("--download-esc50", type=Path, metavar="DIR", help="download and unpack ESC-50 into DIR "
                    "(resumable) and use it as the noise folder unless --noise-dir is given")
-    p.add_argument("--esc50-url", default=ESC50_URL)
+    p.add_argument("--esc50-url", default=ESC50_URL, help="where --download-esc50 fetches the archive")
     p.add_argument("--esc50-sha256", help="expected SHA-256 of the archive (checked when given)")
     p.add_argument("--out", type=Path, default=Path("data/processed"), help="where the prepared set goes")
     p.add_argument("--clip-seconds", type=float, default=4.0, help="length of each mixture")
@@ -78,8 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of speakers/recordings for testing")
     p.add_argument("--min-speech-fraction", type=float, default=0.4,
                    help="drop chunks where less than this share of 20 ms frames hold speech (energy VAD)")
-    p.add_argument("--sample-rate", type=int, default=AudioConfig.sample_rate)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-rate", type=int, default=AudioConfig.sample_rate, help="rate of the prepared set (Hz)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and the mixing (same seed, same set)")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes")
     p.add_argument("--overwrite", action="store_true", help="replace an existing set made with other settings")
     args = p.parse_args(argv)

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from audio import AudioConfig, UserError, atomic_save, run_main, si_sdr, stft, temp_path
+from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_sdr, stft, temp_path
 from dataset import MixtureDataset, RemixDataset, read_manifest
 from unet import NoiseSubtractionDenoiser, build_model, describe, level_gain
 
@@ -41,22 +41,22 @@ ARCH_DEFAULTS = {k: inspect.signature(NoiseSubtractionDenoiser).parameters[k].de
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/processed"))
+    p = arg_parser(__doc__)
+    p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="the prepared set (prepare_data.py --out)")
     p.add_argument("--out", type=Path, default=Path("models/trained/unet.pt"),
                    help="best checkpoint (others go beside it; models/unet.pt is the pretrained model)")
     p.add_argument("--overwrite", action="store_true", help="start a new run over an existing --out")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=12, help="passes over the training voices (the schedule spans them)")
+    p.add_argument("--batch-size", type=int, default=16, help="crops per step")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, warm-up then cosine)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="epochs of linear learning-rate warm-up")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--segment-seconds", type=float, default=1.0, help="length of each training crop")
     p.add_argument("--corpus-weights", nargs="+", default=[], metavar="CORPUS=W",
                    help="draw training voices of CORPUS W times as often as others (corpora as prepare_data.py "
                         "names them, e.g. hsc_00C=2); the epoch length stays the number of training voices")
-    p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"))
-    p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"))
+    p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR (dB) of the remixed training mixtures")
+    p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"), help="RMS level (dBFS) of the remixed training mixtures")
     p.add_argument("--base-channels", type=int, help=f"U-Net width (default {ARCH_DEFAULTS['base_channels']}; the seed used 64)")
     p.add_argument("--depth", type=int, help=f"U-Net depth (default {ARCH_DEFAULTS['depth']}, as the seed)")
     p.add_argument("--norm", choices=("batch", "none"), help=f"default {ARCH_DEFAULTS['norm']}")
@@ -69,10 +69,10 @@ def parse_args(argv=None):
                    help="share of the compressed-spectrum L1 put on complex values rather than magnitudes")
     p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                    help="auto: bf16 autocast on CUDA GPUs and CPUs that support it fast, fp16 on older GPUs, else fp32")
-    p.add_argument("--grad-clip", type=float, default=5.0)
+    p.add_argument("--grad-clip", type=float, default=5.0, help="largest gradient norm")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or cuda/mps/cpu")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: 0 on CPU, 4 on GPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the model, the remixing and the batches")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue a run (default: the _last checkpoint beside --out)")
     p.add_argument("--init-from", type=Path, help="start from these weights (fine-tuning)")

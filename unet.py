@@ -104,7 +104,7 @@ class NoiseSubtractionDenoiser(nn.Module):
         mag = spec_ri.pow(2).sum(1).sqrt()
         unit = db_to_unit(magnitude_to_db(mag[:, :nb], self.audio), self.audio)
         phase = spec_ri[:, :, :nb] / mag[:, None, :nb].clamp_min(1e-20)  # cos, sin (0, 0 in silent bins)
-        m = self.unet(torch.cat([unit[:, None], phase], dim=1))
+        m = self.unet(torch.cat([unit[:, None], phase], dim=1)).float()  # float32 under autocast too
         length = m.pow(2).sum(1, keepdim=True).add(1e-12).sqrt()
         m = m * (torch.tanh(length) / length)
         return torch.cat([m, m[:, :, -1:]], dim=2)  # the Nyquist bin follows its neighbour

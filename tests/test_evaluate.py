@@ -136,3 +136,59 @@ def test_mistakes_are_user_errors(prepared, trained, tmp_path):
     r = subprocess.run([sys.executable, "evaluate.py", "--noisy", str(tmp_path / "missing"), "--clean", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and r.stderr.strip() == f"error: no such folder: {tmp_path / 'missing'}"
+
+
+def report_page(folder):
+    """The report's HTML, after checking that every file it points to is in its folder."""
+    import re
+    page = (folder / "index.html").read_text()
+    for src in re.findall(r"src='([^']+)'", page):
+        assert (folder / src).is_file(), src
+    return page
+
+
+def test_real_recordings_without_references_get_dnsmos_and_a_listening_report(prepared, trained, tmp_path):
+    from speechmos import dnsmos
+    make_folder_set(prepared, tmp_path)
+    shutil.rmtree(tmp_path / "clean")  # real recordings: no clean twin
+    out = tmp_path / "real.json"
+    evaluate.main(["--noisy", str(tmp_path / "noisy"), "--model", str(trained), "--out", str(out),
+                   "--workers", "1", "--threads", "1"])
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["metrics"] == ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"] and saved["n_files"] == 3
+    for s in evaluate.SYSTEMS:
+        for m in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"):
+            stat = saved["systems"][s]["summary"][m]
+            assert stat["n"] == 3 and 1 <= stat["mean"] <= 5 and stat["ci95"] > 0
+    first = next(f for f in saved["per_file"] if f["id"] == "000")
+    x, _ = sf.read(tmp_path / "noisy" / "000.wav", dtype="float32")
+    assert first["noisy"]["dnsmos_ovrl"] == pytest.approx(float(dnsmos.run(np.clip(x, -1, 1), 16000)["ovrl_mos"]))
+    page = report_page(tmp_path / "real_report")
+    assert page.count("<audio") == 6 and "clean" not in page.split("<h2>")[1]  # input and output per file
+    shown = [f["id"] for f in sorted(saved["per_file"], key=lambda f: f["unet"]["dnsmos_ovrl"])]
+    assert [page.index(f"<h3>{i}</h3>") for i in shown] == sorted(page.index(f"<h3>{i}</h3>") for i in shown)
+
+
+def test_dnsmos_joins_the_reference_metrics(prepared, trained, tmp_path):
+    make_folder_set(prepared, tmp_path)
+    out = tmp_path / "both.json"
+    evaluate.main(["--noisy", str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean"), "--model", str(trained),
+                   "--out", str(out), "--workers", "2", "--threads", "1", "--dnsmos", "--report-files", "2"])
+    saved = json.loads(out.read_text())
+    assert {"pesq_wb", "stoi", "si_sdr_i", "dnsmos_ovrl"} <= set(saved["systems"]["unet"]["summary"])
+    page = report_page(tmp_path / "both_report")
+    assert page.count("<audio") == 6 and "DNSMOS OVRL" in page and "PESQ-WB" in page  # input, output, clean x 2
+
+
+def test_tune_floor_writes_a_new_checkpoint_and_leaves_the_model_alone(prepared, trained, tmp_path):
+    import hashlib
+    before = hashlib.sha256(trained.read_bytes()).hexdigest()
+    out = tmp_path / "tuned.pt"
+    table = evaluate.main(["--data-dir", str(prepared), "--model", str(trained), "--tune-floor", "-20", "-60",
+                           "--out", str(out), "--workers", "1", "--threads", "1"])
+    assert hashlib.sha256(trained.read_bytes()).hexdigest() == before  # byte-identical
+    tuned = torch.load(out, weights_only=True)
+    assert tuned["model_args"]["floor_db"] == max(table, key=lambda db: table[db]["pesq_wb"])
+    assert tuned["floor_tuning"]["split"] == "val"  # the validation split by default
+    with pytest.raises(UserError, match="exists or is the model read"):
+        evaluate.main(["--data-dir", str(prepared), "--model", str(trained), "--tune-floor", "-60", "--out", str(out)])
