@@ -16,7 +16,6 @@ Test audio is generated (demo_corpus's procedural voice and noise families) into
 folder and deleted at the end. Torch uses --threads threads (OMP_NUM_THREADS is set before
 torch is imported, and passed on to the denoise.py subprocesses).
 """
-import argparse
 import functools
 import os
 import platform

@@ -11,7 +11,6 @@ b is the shorter) over all lags, at 8 kHz: 1.0 for a copy, however cut or scaled
 speech or noise stays far below (about 0.1 to 0.5). Pairs at or above --threshold are listed
 and the exit status is 1; otherwise it says so and exits 0. Cost: one FFT correlation per pair.
 """
-import argparse
 import functools
 import multiprocessing
 import os

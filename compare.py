@@ -12,7 +12,6 @@ the difference is positive and p < --alpha; "behind" where negative and p < --al
 Reads the JSON that `evaluate.py` writes (per_file[i][system][metric]) and the one the team's
 benchmark harness writes (systems[name].per_file[i][metric]).
 """
-import argparse
 import json
 from pathlib import Path
 

@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from audio import UserError, mix
+from audio import AudioConfig, UserError, mix
 
 
 def read_manifest(root, split=None):
@@ -53,7 +53,7 @@ class MixtureDataset(Dataset):
 
 class RemixDataset(Dataset):
     def __init__(self, root, split="train", segment_seconds=2.0, snr_range=(-5, 15), level_range=(-35, -15),
-                 seed=0, sample_rate=16000, extra_noise=()):
+                 seed=0, sample_rate=AudioConfig.sample_rate, extra_noise=()):
         fixed = MixtureDataset(root, split)
         self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
         self.corpora = [r.get("corpus") or "" for r in fixed.rows]  # sets made before corpora were named: ""

@@ -26,6 +26,8 @@ import soundfile as sf
 from scipy import signal
 from tqdm import tqdm
 
+from audio import AudioConfig
+
 log = logging.getLogger(__name__)
 
 DEMO_SENTENCES = [
@@ -242,7 +244,7 @@ def _vocalise(syllables, f0, syl_rate, sr, rng, female=False, fric_gain=0.7):
 # -----------------------------------------------------------------------------
 # speech
 
-def synth_speech(text: str, speaker: dict, sr: int = 16000, engine: str | None = None) -> np.ndarray:
+def synth_speech(text: str, speaker: dict, sr: int = AudioConfig.sample_rate, engine: str | None = None) -> np.ndarray:
     """Speak `text` with a speaker dict {"voice", "pitch", "rate"}; float32 at sr, peak 0.5.
     engine: "espeak", "procedural" or None (espeak-ng when available)."""
     engine = engine or ("espeak" if have_espeak() else "procedural")
@@ -467,7 +469,7 @@ def _speakers(n, seed):
         out.append(spk)
     return out
 
-def build_demo_corpus(out_dir, sr: int = 16000, seed: int = 0, n_speakers: int = 8,
+def build_demo_corpus(out_dir, sr: int = AudioConfig.sample_rate, seed: int = 0, n_speakers: int = 8,
                       sentences_per_speaker: int = 24, noise_clips_per_family: int = 4,
                       noise_seconds: float = 12.0, progress: bool = True, engine: str | None = None) -> dict:
     """Write out_dir/speech/<spk>/*.wav, out_dir/noise/<family>/*.wav and DEMO_CORPUS.txt."""

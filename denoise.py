@@ -11,7 +11,6 @@ each channel is resampled to the model's rate, denoised, resampled back, and wri
 the input's rate, channels and length. Long files are read, denoised and written in chunks with
 overlapping context, so memory stays bounded and the seams are inaudible.
 """
-import argparse
 import math
 import os
 import sys

@@ -12,8 +12,8 @@ up by itself) gives each file's input SNR (`snr_db`) and `noise_category`, match
 id = file stem. Metrics are those of ../shared/bench (eval_peers), so numbers compare:
 - everything is scored at 16 kHz mono (files are downmixed and resampled with soxr);
   a pair that differs in length is cut to the shorter and counted as a warning;
-- PESQ-WB = pesq(16000, clean, x, 'wb'); NaN (null in the JSON, left out, counted) when it fails;
-  STOI = pystoi.stoi(clean, x, 16000, extended=False); SI-SDR in dB after removing
+- PESQ-WB = pesq(SR, clean, x, 'wb'); NaN (null in the JSON, left out, counted) when it fails;
+  STOI = pystoi.stoi(clean, x, SR, extended=False); SI-SDR in dB after removing
   the mean (audio.si_sdr); SI-SDRi = SI-SDR(x) - SI-SDR(noisy), per file;
 - each summary is mean +- 95% CI half-width, t(0.975, n-1) * sd / sqrt(n), over files,
   also per input SNR (continuous SNRs are binned to the nearest 5 dB) and per noise category;
@@ -26,7 +26,6 @@ Outputs: markdown tables on stdout, every number (per-file values too) in --out,
 and a listening report (report.py) beside them: the tables, the chart and, worst files first, audio
 players with spectrograms for the input, the output and the reference.
 """
-import argparse
 import csv
 import json
 import multiprocessing

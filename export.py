@@ -16,7 +16,6 @@ outside (torch or numpy), so a runtime swaps this graph in for the one torch cal
 use unchanged. The audio settings and model_args travel in the file's metadata_props (JSON),
 so it describes itself.
 """
-import argparse
 import io
 import json
 import logging

@@ -20,7 +20,6 @@ of audio.py, plus data/processed/manifest.csv and the settings in data/processed
 - Everything is drawn from --seed, so the same command gives the same set, and a re-run
   after an interruption completes the set instead of starting again.
 """
-import argparse
 import csv
 import functools
 import hashlib

@@ -66,7 +66,7 @@ def spectrogram_png(x, path, cfg, title):
     plt.close(fig)
 
 
-def write_report(folder, title, summary_markdown, items, chart=None, sr=16000):
+def write_report(folder, title, summary_markdown, items, chart=None, sr=AudioConfig.sample_rate):
     """items: [{"id", "scores" (text), "input", "output", "clean" (or None)}], already in the order to show."""
     folder = Path(folder)
     if folder.exists():

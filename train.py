@@ -422,7 +422,7 @@ def main(argv=None):
         best = max(best, val_sdr)
         log(f"epoch {epoch}: train loss {running / n:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
             f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if improved else ''} "
-            f"[{time.time() - t0:.0f} s]" + (f"; by corpus: " + ", ".join(f"{c} {v:.2f}" for c, v in val_by_corpus.items())
+            f"[{time.time() - t0:.0f} s]" + ("; by corpus: " + ", ".join(f"{c} {v:.2f}" for c, v in val_by_corpus.items())
                                               if len(val_by_corpus) > 1 else ""))
         if master:
             if improved:

@@ -142,7 +142,7 @@ def describe(model):
 if __name__ == "__main__":  # quick look: python unet.py
     m = NoiseSubtractionDenoiser()
     print(describe(m))
-    x = torch.randn(2, 16000)
+    x = torch.randn(2, m.audio.sample_rate)
     y, n = m(x)
     print("in", tuple(x.shape), "out", tuple(y.shape), "noise", tuple(n.shape))
     assert math.isfinite(y.abs().sum().item())
