@@ -95,7 +95,7 @@ def parse_args(argv=None):
     if args.lr <= 0 or args.segment_seconds <= 0:
         p.error("--lr and --segment-seconds must be positive")
     try:
-        weights = {k: float(v) for k, v in (w.split("=", 1) for w in args.corpus_weights)}
+        weights = corpus_weights(args)
     except ValueError:
         p.error("--corpus-weights takes CORPUS=WEIGHT pairs, e.g. hsc_00C=2")
     if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()):
@@ -104,6 +104,7 @@ def parse_args(argv=None):
 
 
 def corpus_weights(args):
+    """--corpus-weights as {corpus: weight} (parse_args has checked the pairs)."""
     return {k: float(v) for k, v in (w.split("=", 1) for w in args.corpus_weights)}
 
 

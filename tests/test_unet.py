@@ -21,13 +21,18 @@ def test_seed_size_is_one_flag_away():
     assert count_parameters(UNet(1, 1, base_channels=64, depth=4, norm="none")) == pytest.approx(31.03e6, rel=1e-3)
 
 
-def test_subtracting_the_true_noise_gives_back_the_voice():
+def voice_noise_mix():
+    """2 s of voice plus hiss: the audio settings, voice, noise, their sum and its spectrum."""
     cfg = AudioConfig()
     rng = np.random.default_rng(0)
     voice = torch.from_numpy(voiced(2.0, 16000, 120, rng))
     noise = torch.from_numpy(noise_clip("hiss", 2.0, 16000, rng)) * 0.5
     noisy = voice + noise
-    spec = stft(noisy, cfg)
+    return cfg, voice, noise, noisy, stft(noisy, cfg)
+
+
+def test_subtracting_the_true_noise_gives_back_the_voice():
+    cfg, voice, noise, noisy, spec = voice_noise_mix()
     est = istft(subtract_noise(spec, stft(noise, cfg).abs(), 0.0), cfg, len(noisy))
     assert si_sdr(noisy, voice) < 5
     assert si_sdr(est, voice) > si_sdr(noisy, voice) + 10  # the noisy phase keeps it from being exact
@@ -53,12 +58,7 @@ def test_denoiser_bounds_silence_and_level():
 
 
 def test_subtracting_the_true_complex_noise_gives_back_the_voice_exactly():
-    cfg = AudioConfig()
-    rng = np.random.default_rng(0)
-    voice = torch.from_numpy(voiced(2.0, 16000, 120, rng))
-    noise = torch.from_numpy(noise_clip("hiss", 2.0, 16000, rng)) * 0.5
-    noisy = voice + noise
-    spec = stft(noisy, cfg)
+    cfg, voice, noise, noisy, spec = voice_noise_mix()
     exact = istft(subtract_complex_noise(spec, stft(noise, cfg), 0.0), cfg, len(noisy))
     assert torch.allclose(exact, voice, atol=1e-5)
     # with the default -60 dB floor only bins where the voice is 60 dB under the mixture are lifted
