@@ -33,7 +33,6 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent
 WHAT = ("rtf", "onnx", "startup", "folder", "memory", "train", "loader")
 NOISES = ("babble", "fan", "traffic", "rain", "pink_hiss", "hum")
-SR = 16000
 
 
 def parse_args(argv=None):
@@ -67,7 +66,7 @@ def best_of(fn, repeats, warmup=1):
     return min(times)
 
 
-def speech_in_noise(seconds, sr=SR, seed=0, snr_db=5.0):
+def speech_in_noise(seconds, sr, seed=0, snr_db=5.0):
     """Procedural Hindi-like speech with pauses, in noise that changes family every 10 s, at -25 dBFS."""
     import demo_corpus as dc
     from audio import mix
@@ -112,7 +111,7 @@ def bench_rtf(ctx):
     """1. Real-time factor of denoise.py's core on a 16 kHz file, and noisereduce's on the same file."""
     import denoise
     audio, secs = ctx.clip(), ctx.args.seconds
-    t = best_of(lambda: denoise.denoise_array(ctx.model, audio[None], SR), ctx.args.repeats)
+    t = best_of(lambda: denoise.denoise_array(ctx.model, audio[None], ctx.sr), ctx.args.repeats)
     setting = f"{secs:g} s 16 kHz mono, CPU, {ctx.args.threads} threads, best of {ctx.args.repeats} after a warm-up"
     report(ctx, "RTF denoise.denoise_array", f"{t / secs:.4f} ({secs / t:.0f}x real time)", setting + ", 10 s chunks")
     try:
@@ -121,13 +120,13 @@ def bench_rtf(ctx):
         print("noisereduce is not installed (pip install noisereduce): its comparison is skipped")
         return
     from importlib.metadata import version
-    t2 = best_of(lambda: noisereduce.reduce_noise(y=audio, sr=SR, stationary=False), ctx.args.repeats)
+    t2 = best_of(lambda: noisereduce.reduce_noise(y=audio, sr=ctx.sr, stationary=False), ctx.args.repeats)
     report(ctx, "RTF noisereduce (non-stationary)", f"{t2 / secs:.4f}; the U-Net takes {t / t2:.1f}x its time",
            f"noisereduce {version('noisereduce')} defaults (n_jobs=1), same file")
 
 
 def bench_onnx(ctx):
-    """7. onnxruntime vs PyTorch: the network part (noise_fraction) and the whole denoise_array."""
+    """7. onnxruntime vs PyTorch: the network part (the noise estimate export.py exports) and the whole denoise_array."""
     try:
         import onnxruntime
     except ImportError:
@@ -137,24 +136,26 @@ def bench_onnx(ctx):
     import denoise
     import export
     from audio import stft
+    from onnx_backend import OnnxNoiseEstimate, denoiser_from_onnx
     from unet import level_gain
     path = ctx.tmp / "unet.onnx"
     exporter = export.export(ctx.model, path)
     x = torch.from_numpy(ctx.clip())[None]
-    mag = stft(x * level_gain(x, ctx.model.level_db), ctx.model.audio).abs()
+    spec = stft(x * level_gain(x, ctx.model.level_db), ctx.model.audio)
+    net_in = torch.stack([spec.real, spec.imag], 1) if ctx.model.subtraction == "complex" else spec.abs()
     runs, secs = ctx.args.repeats, ctx.args.seconds
+    net, onnx_net = export.NoiseEstimate(ctx.model), OnnxNoiseEstimate(path, ctx.args.threads)
     with torch.no_grad():
-        t_torch = best_of(lambda: ctx.model.noise_fraction(mag), runs)
-    onnx_fraction = export.OnnxNoiseEstimate(path, ctx.args.threads)
-    t_ort = best_of(lambda: onnx_fraction(mag), runs)
-    setting = (f"{secs:g} s as one [1, 257, {mag.shape[-1]}] call, {ctx.args.threads} threads, onnxruntime "
+        t_torch = best_of(lambda: net(net_in), runs)
+    t_ort = best_of(lambda: onnx_net(net_in), runs)
+    setting = (f"{secs:g} s as one {list(net_in.shape)} call, {ctx.args.threads} threads, onnxruntime "
                f"{onnxruntime.__version__}, {exporter} exporter, best of {runs}")
     report(ctx, "RTF network, PyTorch", f"{t_torch / secs:.4f}", setting)
     report(ctx, "RTF network, onnxruntime", f"{t_ort / secs:.4f}; PyTorch/onnxruntime time {t_torch / t_ort:.2f}", setting)
     audio = ctx.clip()[None]
-    onnx_model = export.denoiser_from_onnx(path, ctx.args.threads)
-    t_torch = best_of(lambda: denoise.denoise_array(ctx.model, audio, SR), runs)
-    t_ort = best_of(lambda: denoise.denoise_array(onnx_model, audio, SR), runs)
+    onnx_model = denoiser_from_onnx(path, ctx.args.threads)
+    t_torch = best_of(lambda: denoise.denoise_array(ctx.model, audio, ctx.sr), runs)
+    t_ort = best_of(lambda: denoise.denoise_array(onnx_model, audio, ctx.sr), runs)
     report(ctx, "RTF denoise_array, onnxruntime inside", f"{t_ort / secs:.4f} (PyTorch {t_torch / secs:.4f}; "
            f"ratio {t_torch / t_ort:.2f})", f"{secs:g} s, 10 s chunks, STFT/iSTFT in torch, best of {runs}")
 
@@ -162,7 +163,7 @@ def bench_onnx(ctx):
 def bench_startup(ctx):
     """4. Whole-process start-up on a 1-second file, split into import + model load and the rest."""
     one = ctx.tmp / "one.wav"
-    sf.write(one, ctx.clip()[:SR], SR, subtype="PCM_16")
+    sf.write(one, ctx.clip()[:ctx.sr], ctx.sr, subtype="PCM_16")
     run = lambda cmd: lambda: subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     runs = ctx.args.repeats
     t_all = best_of(run(denoise_cmd(ctx, one, "-o", ctx.tmp / "one_out.wav")), runs)
@@ -180,13 +181,13 @@ def bench_folder(ctx):
     folder, out = ctx.tmp / "folder", ctx.tmp / "folder_out"
     folder.mkdir(exist_ok=True)
     out.mkdir(exist_ok=True)
-    clip, n = ctx.clip(), int(ctx.args.file_seconds * SR)
+    clip, n = ctx.clip(), int(ctx.args.file_seconds * ctx.sr)
     clip = np.tile(clip, n // len(clip) + 2)
     files = []
     for i in range(ctx.args.files):  # different stretches of the test clip
         s = (i * 27_211) % (len(clip) - n)
         files.append(folder / f"f{i:04d}.wav")
-        sf.write(files[-1], clip[s:s + n], SR, subtype="PCM_16")
+        sf.write(files[-1], clip[s:s + n], ctx.sr, subtype="PCM_16")
     wall, _ = run_measured(denoise_cmd(ctx, *files, "-o", out))
     extra = ""
     if getattr(ctx, "startup", None):
@@ -195,10 +196,10 @@ def bench_folder(ctx):
            f"{len(files)} files of {ctx.args.file_seconds:g} s, 16 kHz PCM_16, one run, {ctx.args.threads} threads")
 
 
-def write_long(path, minutes, rate=48000):
+def write_long(path, minutes, sr, rate=48000):
     """A long stereo PCM_16 WAV written block by block: the test clip at `rate`, shifted every minute."""
     from audio import resample
-    base = resample(speech_in_noise(min(60.0, minutes * 60), seed=1)[None], SR, rate)[0]
+    base = resample(speech_in_noise(min(60.0, minutes * 60), sr, seed=1)[None], sr, rate)[0]
     stereo = np.stack([base, np.roll(base, rate // 3) * 0.8], axis=1)
     n, done, k = int(minutes * 60 * rate), 0, 0
     with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_16") as f:
@@ -212,7 +213,7 @@ def write_long(path, minutes, rate=48000):
 def bench_memory(ctx):
     """2. Peak resident memory (and speed) of denoise.py on a long 48 kHz stereo file."""
     src, out = ctx.tmp / "long.wav", ctx.tmp / "long_denoised.wav"
-    secs = write_long(src, ctx.args.long_minutes)
+    secs = write_long(src, ctx.args.long_minutes, ctx.sr)
     size = src.stat().st_size / 1e6
     try:
         wall, peak = run_measured(denoise_cmd(ctx, src, "-o", out))
@@ -227,26 +228,28 @@ def bench_memory(ctx):
 
 
 def bench_train(ctx):
-    """5. train.py's step on the CPU, as train.py runs it (channels_last, bf16 autocast where the CPU does
-    bf16 fast) and in plain float32: samples/s, and FLOP/s against a measured conv's FLOP/s."""
+    """5. train.py's step on the CPU with the settings that trained the model (channels_last, bf16 autocast
+    and plain float32): samples/s, and FLOP/s against a measured conv's FLOP/s."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    import train
+    from losses import loss_fn
     from unet import NoiseSubtractionDenoiser
-    d = train.parse_args([])  # train.py's defaults: batch size, segment length, optimiser settings
+    d = ctx.train_config  # batch size, segment length, optimiser and loss settings, from the checkpoint
+    if d is None:
+        print(f"{ctx.model_path.name} records no training settings (ckpt['config']): training step skipped")
+        return
     n = round(d.segment_seconds * ctx.model.audio.sample_rate)
     g = torch.Generator().manual_seed(0)
     voice = 0.05 * torch.randn(d.batch_size, n, generator=g)
     noisy = voice + 0.05 * torch.randn(d.batch_size, n, generator=g)
-    default = train.pick_precision(d.precision, torch.device("cpu"))
-    for amp in dict.fromkeys([default, None]):  # train.py's choice first, then float32 if that differs
+    for amp in (torch.bfloat16, None):  # train.py picks bf16 on CPUs with AMX or AVX512-BF16, else float32
         name = str(amp or torch.float32).replace("torch.", "")
-        model = NoiseSubtractionDenoiser(ctx.model.audio, **ctx.model.model_args).train()
+        model = NoiseSubtractionDenoiser(ctx.model.config, ctx.model.audio).train()
         model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
 
         def step():
-            loss, _ = train.loss_fn(model, noisy, voice, d, amp)
+            loss, _ = loss_fn(model, noisy, voice, d.complex_weight, d.sisdr_weight, amp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
@@ -259,7 +262,7 @@ def bench_train(ctx):
         steps = max(1, ctx.args.train_steps)
         t = best_of(lambda: [step() for _ in range(steps)], 1, warmup=0) / steps
         # the machine's convolution speed, on one of the model's own layers at the same batch size and dtype
-        c, m = 2 * model.model_args["base_channels"], 2 ** model.unet.depth
+        c, m = 2 * model.config.base_channels, 2 ** model.unet.depth
         frames = -(-(n // model.audio.hop_length + 1) // m) * m  # as the U-Net pads them
         conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
         x = torch.randn(d.batch_size, c, model.audio.n_bins // 2, frames // 2)
@@ -274,7 +277,7 @@ def bench_train(ctx):
             conv_step()
         t_conv = best_of(conv_step, max(3, ctx.args.repeats), warmup=2)
         model_gf, conv_gf = flops / t / 1e9, fc.get_total_flops() / t_conv / 1e9
-        setting = (f"{name}{' (train.py default here)' if amp is default else ''}, channels_last, batch "
+        setting = (f"{name}, channels_last, batch "
                    f"{d.batch_size} x {d.segment_seconds:g} s, {ctx.args.threads} threads, mean of {steps} steps "
                    f"after 2 warm-up steps, AdamW, random audio")
         report(ctx, f"training step {name}", f"{d.batch_size / t:.1f} samples/s, "
@@ -291,10 +294,12 @@ def bench_loader(ctx):
         print(f"no prepared set at {ctx.args.data_dir} (run python prepare_data.py, or pass --data-dir): loader skipped")
         return
     from torch.utils.data import DataLoader
-    import train
     from dataset import RemixDataset
-    d = train.parse_args([])
-    ds = RemixDataset(ctx.args.data_dir, "train", d.segment_seconds, d.snr_range, d.level_range, 0, SR)
+    d = ctx.train_config
+    if d is None:
+        print(f"{ctx.model_path.name} records no training settings (ckpt['config']): loader skipped")
+        return
+    ds = RemixDataset(ctx.args.data_dir, "train", d.segment_seconds, d.snr_range, d.level_range, 0, ctx.sr)
     items = min(len(ds), ctx.args.loader_items or len(ds))
     for workers in (0, 2):
         t, n = time.perf_counter(), 0
@@ -309,16 +314,18 @@ def bench_loader(ctx):
 
 # ----------------------------------------------------------------------------- main
 def load_or_make_model(args, tmp):
-    import torch
-    import denoise
+    """The model to time, its path, and the training settings it records (train.py's flags), if any."""
+    from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
     from unet import NoiseSubtractionDenoiser
     if args.model.exists():
-        return denoise.load_model(args.model), args.model.resolve()
+        ckpt = load_checkpoint(args.model)
+        config = SimpleNamespace(**ckpt["config"]) if "config" in ckpt else None
+        return model_from_checkpoint(ckpt, args.model), args.model.resolve(), config
     print(f"no model at {args.model}: timing an untrained model of the default size (the same compute)")
     model = NoiseSubtractionDenoiser().eval()
     path = tmp / "untrained.pt"
-    torch.save(dict(model=model.state_dict(), model_args=model.model_args, audio=model.audio.to_dict()), path)
-    return model, path
+    save_checkpoint(path, model)
+    return model, path, None
 
 
 def machine():
@@ -338,8 +345,9 @@ def main(argv=None):
     (args.tmp or Path(tempfile.gettempdir())).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="denoise-bench-", dir=args.tmp) as tmp:
         ctx = SimpleNamespace(args=args, tmp=Path(tmp), rows=[], startup=None)
-        ctx.model, ctx.model_path = load_or_make_model(args, ctx.tmp)
-        ctx.clip = functools.lru_cache(None)(lambda: speech_in_noise(args.seconds))
+        ctx.model, ctx.model_path, ctx.train_config = load_or_make_model(args, ctx.tmp)
+        ctx.sr = ctx.model.audio.sample_rate  # the test audio is made at the model's rate
+        ctx.clip = functools.lru_cache(None)(lambda: speech_in_noise(args.seconds, ctx.sr))
         from unet import describe
         print(f"# {machine()}; torch {torch.__version__}, {args.threads} threads; model {ctx.model_path.name}: "
               f"{describe(ctx.model)}", flush=True)

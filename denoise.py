@@ -22,9 +22,9 @@ import torch
 from tqdm import tqdm
 
 from audio import arg_parser, UserError, atomic_save, load_audio, resample, run_main, spectrogram_db
-from unet import build_model, level_gain
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "unet.pt"  # the pretrained model, wherever we run
+from checkpoint import DEFAULT_MODEL, describe_checkpoint, load_checkpoint, load_model
+from onnx_backend import use_backend
+from unet import level_gain
 
 
 def parse_args(argv=None):
@@ -36,8 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--plot", action="store_true", help="also save a before/after spectrogram PNG beside each output")
     p.add_argument("--chunk-seconds", type=float, default=10.0, help="audio processed at once (memory bound)")
-    p.add_argument("--atten-limit-db", type=float, help="most attenuation per bin, e.g. 12 keeps more background "
-                   "(default: the model's training floor)")
+    p.add_argument("--floor-db", type=float, help="most attenuation per bin, e.g. -12 keeps more background "
+                   "(default: the model's own floor)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="where the U-Net runs: auto uses onnxruntime on the CPU when an export of this very model "
@@ -47,76 +47,9 @@ def parse_args(argv=None):
         p.error("give the audio files to denoise (or --info)")
     if args.chunk_seconds <= 0:
         p.error("--chunk-seconds must be positive")
-    if args.atten_limit_db is not None and args.atten_limit_db < 0:
-        p.error("--atten-limit-db must be 0 or more")
+    if args.floor_db is not None and args.floor_db > 0:
+        p.error("--floor-db must be 0 or less (e.g. -12)")
     return args
-
-
-def load_checkpoint(path):
-    """Read a checkpoint written by train.py, with a one-line error for anything else."""
-    path = Path(path)
-    if not path.exists():
-        if path == DEFAULT_MODEL:
-            raise UserError(f"no model at {path}: restore the pretrained one (git checkout models/unet.pt), "
-                            "or train one with `python prepare_data.py && python train.py` and pass --model PATH")
-        raise UserError(f"no model at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    missing = [k for k in ("model", "model_args", "audio") if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise UserError(f"{path} is not a checkpoint of this repo (missing {', '.join(missing)})")
-    return ckpt
-
-
-def load_model(path, device="cpu"):
-    return model_from_checkpoint(load_checkpoint(path), path, device)
-
-
-def model_from_checkpoint(ckpt, path, device="cpu"):
-    """The denoiser a checkpoint read by load_checkpoint describes (for callers that also need its metadata)."""
-    try:
-        model = build_model(ckpt["model_args"], ckpt["audio"])
-        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
-    except (TypeError, RuntimeError, ValueError) as e:
-        detail = [line.strip() for line in str(e).splitlines() if line.strip()]
-        detail = detail[1] if len(detail) > 1 else detail[0]  # the first mismatch, not PyTorch's heading
-        raise UserError(f"{path} does not match this code's model ({detail[:200]})") from None
-    return model.to(device).eval()
-
-
-def matching_onnx(path, model):
-    """The ONNX export of exactly these weights beside the checkpoint (python export.py), or None."""
-    onnx_path = Path(path).with_suffix(".onnx")
-    if not onnx_path.exists():
-        return None
-    try:
-        import export
-        meta = export.read_metadata(onnx_path)
-    except Exception:  # onnx not installed, or not a readable file: PyTorch it is
-        return None
-    return onnx_path if meta.get("weights_sha256") == export.fingerprint(model) else None
-
-
-def use_backend(model, path, backend, device):
-    """Swap the U-Net call for onnxruntime where asked (or, with auto, where a matching export exists)."""
-    if backend == "torch" or device != "cpu":
-        if backend == "onnx":
-            raise UserError("--backend onnx runs on the CPU only")
-        return model
-    onnx_path = matching_onnx(path, model)
-    if onnx_path is None:
-        if backend == "onnx":
-            raise UserError(f"no ONNX export of {path} beside it: run `python export.py --model {path}`")
-        return model
-    try:
-        import export
-        export.use_onnx(model, onnx_path, torch.get_num_threads())
-    except ImportError:
-        if backend == "onnx":
-            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None
-    return model
 
 
 # ----------------------------------------------------------------------------- the core
@@ -263,41 +196,17 @@ def plot_before_after(noisy, clean, sr, model, path, title):
     plt.close(fig)
 
 
-def model_info(ckpt, path):
-    """A few lines on a checkpoint: architecture, training run, and the data it learned from (ckpt["data"])."""
-    from unet import describe
-    cfg, data = ckpt.get("config", {}), ckpt.get("data")
-    lines = [f"{path}: {describe(model_from_checkpoint(ckpt, path))}",
-             f"audio: {ckpt['audio']}",
-             f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
-             f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}"]
-    if not data:
-        return "\n".join(lines + ["data: not recorded (a checkpoint from before ckpt['data'])"])
-    fmt = lambda v: "?" if v is None else v
-    lines += [f"speech: {', '.join(data.get('speech_dirs') or ['?'])}",
-              f"noise: {', '.join(data.get('noise_dirs') or ['?'])}",
-              f"training split: {fmt(data.get('n_speakers'))} speakers, {fmt(data.get('n_speech_files'))} speech "
-              f"recordings ({fmt(data.get('speech_minutes'))} min), {fmt(data.get('n_noise_files'))} noise recordings "
-              f"({fmt(data.get('noise_minutes'))} min)"]
-    for name, c in (data.get("corpora") or {}).items():
-        lines.append(f"  {name}: {c['n_speakers']} speakers, {c['n_speech_files']} recordings, {c['speech_minutes']} min")
-    if cfg.get("corpus_weights"):
-        lines.append(f"corpus weights: {' '.join(cfg['corpus_weights'])}")
-    lines.append(f"prepared set: {data.get('data_dir')} (manifest.csv MD5 {data.get('manifest_md5')})")
-    return "\n".join(lines)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.info:
-        print(model_info(load_checkpoint(args.model), args.model))
+        print(describe_checkpoint(load_checkpoint(args.model), args.model))
         return
     for inp in args.inputs:
         if not inp.is_file():
             raise UserError(f"no such file: {inp}")
     model = use_backend(load_model(args.model, args.device), args.model, args.backend, args.device)
-    if args.atten_limit_db is not None:
-        model.floor = 10 ** (-args.atten_limit_db / 20)
+    if args.floor_db is not None:
+        model.config.floor_db = args.floor_db
     several = len(args.inputs) > 1
     bar = tqdm(args.inputs, desc="denoising", unit="file", disable=not several)
     for inp in bar:

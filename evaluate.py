@@ -45,7 +45,8 @@ from tqdm import tqdm
 
 from audio import arg_parser, AudioConfig, UserError, atomic_save, find_audio, istft, load_audio, run_main, si_sdr, stft, write_audio
 from dataset import read_manifest
-from denoise import DEFAULT_MODEL, denoise_array, load_checkpoint, model_from_checkpoint
+from checkpoint import DEFAULT_MODEL, load_checkpoint, model_from_checkpoint, save_checkpoint
+from denoise import denoise_array
 
 SR = AudioConfig.sample_rate  # PESQ-WB, DNSMOS and the shared benchmark score at 16 kHz
 SYSTEMS = ("noisy", "wiener", "unet")
@@ -461,7 +462,7 @@ def tune_floor(args, pairs):
             torch.set_num_threads(args.threads)
         table = {}
         for db in args.tune_floor:
-            model.floor = 10 ** (db / 20)
+            model.config.floor_db = db
             outs = [denoise_array(model, x, SR, args.chunk_seconds, args.device)[0][: len(c)]
                     for x, c in tqdm(data, desc=f"floor {db:g} dB")]
             scores = pool.starmap(metrics, [(o, c[: len(o)]) for o, (_, c) in zip(outs, data)])
@@ -470,11 +471,12 @@ def tune_floor(args, pairs):
             print(f"floor {db:g} dB: PESQ-WB {table[db]['pesq_wb']:.3f}, STOI {table[db]['stoi']:.3f}, "
                   f"SI-SDR {table[db]['si_sdr']:.2f} dB ({len(outs)} files)")
     best = max(table, key=lambda db: table[db]["pesq_wb"])
-    ckpt.setdefault("trained_floor_db", ckpt["model_args"]["floor_db"])
-    ckpt["model_args"]["floor_db"] = best
-    ckpt["floor_tuning"] = dict(files=len(pairs), split=args.split if args.noisy is None else str(args.noisy),
-                                scores={str(k): v for k, v in table.items()})
-    atomic_save(args.out, lambda tmp: torch.save(ckpt, tmp))
+    model.config.floor_db = best  # the same weights and everything else the checkpoint holds, with the new floor
+    run = {k: v for k, v in ckpt.items() if k not in ("model", "model_args", "audio")}
+    run.setdefault("trained_floor_db", ckpt["model_args"]["floor_db"])
+    run["floor_tuning"] = dict(files=len(pairs), split=args.split if args.noisy is None else str(args.noisy),
+                               scores={str(k): v for k, v in table.items()})
+    save_checkpoint(args.out, model, **run)
     print(f"floor {best:g} dB has the best PESQ-WB: wrote {args.out} ({args.model} is unchanged)")
     return table
 

@@ -10,9 +10,10 @@ frames] of the waveform brought to the model's level (level_db dBFS RMS) -> the 
 noise as a fraction of |Y| (a sigmoid, 0..1), same shape. For a complex model it is
 noise_mask: Y as (Re, Im) [batch, 2, n_fft/2 + 1, frames] -> the complex fraction M of Y
 that is noise, as (Re, Im), same shape. The fixed dB scale, the U-Net and the Nyquist-bin
-copy are inside; batch and frames are dynamic, any number of frames. The STFT, the level gain, the subtraction and the inverse STFT stay
-outside (torch or numpy), so a runtime swaps this graph in for the one torch call:
-`denoiser_from_onnx(path)` below builds a denoiser that denoise.denoise_array/denoise_stream
+copy are inside; batch and frames are dynamic, any number of frames. The STFT, the level
+gain, the subtraction and the inverse STFT stay outside (torch or numpy), so a runtime swaps
+this graph in for the one torch call:
+`onnx_backend.denoiser_from_onnx(path)` builds a denoiser that denoise.denoise_array/denoise_stream
 use unchanged. The audio settings and model_args travel in the file's metadata_props (JSON),
 so it describes itself.
 """
@@ -22,15 +23,12 @@ import logging
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from audio import arg_parser, UserError, atomic_save, run_main
-from denoise import DEFAULT_MODEL
-from unet import build_model
+from checkpoint import DEFAULT_MODEL, load_checkpoint, model_from_checkpoint
+from onnx_backend import GRAPHS, IO_NAMES, OnnxNoiseEstimate, fingerprint
 
-GRAPHS = {"magnitude": "noise_fraction/1", "complex": "noise_mask/1"}  # what the graph computes, and its version
-IO_NAMES = {"magnitude": ("magnitude", "noise_fraction"), "complex": ("spectrum", "noise_mask")}
 OPSET = 18
 
 
@@ -67,17 +65,8 @@ def example_input(model, frames):
     return torch.rand(1, bins, frames) * model.audio.n_fft / 4
 
 
-def fingerprint(model):
-    """SHA-256 of the weights (float32), so that denoise.py can tell an export of this very checkpoint."""
-    import hashlib
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def metadata(model, ckpt=None):
+    """What the file says of itself (metadata_props, JSON values): graph, audio, model_args, weights' hash."""
     if model.subtraction == "complex":
         io = dict(input="spectrum: float32 [batch, 2, n_fft/2+1, frames], (Re, Im) of the STFT (audio.stft) of the "
                         "waveform scaled to level_db dBFS RMS (unet.level_gain)",
@@ -87,7 +76,7 @@ def metadata(model, ckpt=None):
         io = dict(input="magnitude: float32 [batch, n_fft/2+1, frames], linear STFT magnitude (audio.stft) of the "
                         "waveform scaled to level_db dBFS RMS (unet.level_gain)",
                   output="noise_fraction: float32, same shape, predicted noise magnitude / magnitude (0..1)")
-    meta = dict(graph=GRAPHS[model.subtraction], audio=model.audio.to_dict(), model_args=model.model_args,
+    meta = dict(graph=GRAPHS[model.subtraction], audio=model.audio.to_dict(), model_args=model.config.to_dict(),
                 weights_sha256=fingerprint(model), **io)
     for key in ("epoch", "best_val_si_sdr", "code_version"):
         if ckpt and key in ckpt:
@@ -148,58 +137,8 @@ def export(model, path, exporter="auto", opset=OPSET, ckpt=None):
     return name
 
 
-# ----------------------------------------------------------------------------- using an exported file
-def read_metadata(path):
-    """metadata_props of an exported file, JSON values decoded."""
-    import onnx
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    out = {}
-    for k, v in props.items():
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
-
-
-def onnx_session(path, threads=None):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-class OnnxNoiseEstimate:
-    """A stand-in for model.noise_fraction (or model.noise_mask) that runs the exported graph in onnxruntime."""
-
-    def __init__(self, path, threads=None):
-        self.session = onnx_session(path, threads)
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x):
-        out = self.session.run(None, {self.input: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(out).to(x.device)
-
-
-def use_onnx(model, path, threads=None):
-    """Swap the model's noise estimate for the exported graph at path (the STFT and subtraction stay in torch)."""
-    name = "noise_mask" if model.subtraction == "complex" else "noise_fraction"
-    setattr(model, name, OnnxNoiseEstimate(path, threads))
-    return model
-
-
-def denoiser_from_onnx(path, threads=None):
-    """A NoiseSubtractionDenoiser whose noise estimate runs in onnxruntime (no .pt needed)."""
-    meta = read_metadata(path)
-    if meta.get("graph") not in GRAPHS.values():
-        raise UserError(f"{path} is not an ONNX export of this repo's model (graph {meta.get('graph')!r})")
-    return use_onnx(build_model(meta["model_args"], meta["audio"]).eval(), path, threads)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    from denoise import load_checkpoint, model_from_checkpoint  # one loader, with one-line errors for bad files
     ckpt = load_checkpoint(args.model)
     model = model_from_checkpoint(ckpt, args.model)
     out = args.out or args.model.with_suffix(".onnx")

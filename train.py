@@ -17,27 +17,27 @@ Every checkpoint carries the model's hyper-parameters, the audio settings and th
 """
 import argparse
 import hashlib
-import inspect
 import json
 import math
 import os
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_sdr, stft, temp_path
+from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_sdr, temp_path
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from dataset import MixtureDataset, RemixDataset, read_manifest
-from unet import NoiseSubtractionDenoiser, build_model, describe, level_gain
+from losses import loss_fn
+from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, describe
 
-
-# the architecture flags and their defaults, as NoiseSubtractionDenoiser declares them (one source of truth)
-ARCH_DEFAULTS = {k: inspect.signature(NoiseSubtractionDenoiser).parameters[k].default
-                 for k in ("base_channels", "depth", "norm", "floor_db", "subtraction")}
+ARCH_FLAGS = ("base_channels", "depth", "norm", "floor_db", "subtraction")  # defaults: unet.ModelConfig
+UNSET = object()  # a flag not given on the command line
 
 
 def parse_args(argv=None):
@@ -57,13 +57,13 @@ def parse_args(argv=None):
                         "names them, e.g. hsc_00C=2); the epoch length stays the number of training voices")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR (dB) of the remixed training mixtures")
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"), help="RMS level (dBFS) of the remixed training mixtures")
-    p.add_argument("--base-channels", type=int, help=f"U-Net width (default {ARCH_DEFAULTS['base_channels']}; the seed used 64)")
-    p.add_argument("--depth", type=int, help=f"U-Net depth (default {ARCH_DEFAULTS['depth']}, as the seed)")
-    p.add_argument("--norm", choices=("batch", "none"), help=f"default {ARCH_DEFAULTS['norm']}")
-    p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {ARCH_DEFAULTS['floor_db']})")
+    p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}; the seed used 64)")
+    p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed)")
+    p.add_argument("--norm", choices=("batch", "none"), help=f"default {MODEL_DEFAULTS['norm']}")
+    p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {MODEL_DEFAULTS['floor_db']})")
     p.add_argument("--subtraction", choices=("magnitude", "complex"),
                    help=f"subtract a predicted noise magnitude and keep the noisy phase, or a complex noise estimate "
-                        f"that corrects the phase too (default {ARCH_DEFAULTS['subtraction']})")
+                        f"that corrects the phase too (default {MODEL_DEFAULTS['subtraction']})")
     p.add_argument("--sisdr-weight", type=float, default=0.01, help="weight of the -SI-SDR term in the loss")
     p.add_argument("--complex-weight", type=float, default=0.0,
                    help="share of the compressed-spectrum L1 put on complex values rather than magnitudes")
@@ -79,16 +79,23 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better val SI-SDR (0: never)")
     p.add_argument("--stop-after", type=int, help="end this run after this epoch (the schedule still spans --epochs; "
                    "continue later with --resume)")
-    args = p.parse_args(argv)
-    for a in p._actions:  # parse again with no defaults: which flags were given (--resume keeps the others)
-        a.default = argparse.SUPPRESS
-    args.given = set(vars(p.parse_args(argv)))
+    defaults = vars(p.parse_args([]))
+    # parse into a namespace that already holds every flag as UNSET: argparse then sets only the flags given
+    # (--resume keeps the checkpoint's value of every other one)
+    args = p.parse_args(argv, argparse.Namespace(**dict.fromkeys(defaults, UNSET)))
+    args.given = {k for k, v in vars(args).items() if v is not UNSET}
+    for k, v in defaults.items():
+        if getattr(args, k) is UNSET:  # architecture flags left out take the model's defaults (or the checkpoint's)
+            setattr(args, k, MODEL_DEFAULTS[k] if k in ARCH_FLAGS else v)
+    args.arch_given = args.given & set(ARCH_FLAGS)
+    check_args(p, args)
+    return args
+
+
+def check_args(p, args):
+    """Values argparse cannot check alone: a one-line error (p.error) for each."""
     if args.resume and args.init_from:
         p.error("--resume and --init-from exclude each other (resume continues a run; init-from starts a new one)")
-    args.arch_given = {k for k in ARCH_DEFAULTS if getattr(args, k) is not None}
-    for k, v in ARCH_DEFAULTS.items():  # architecture flags left out take the defaults (or the checkpoint's)
-        if getattr(args, k) is None:
-            setattr(args, k, v)
     for name in ("epochs", "batch_size", "base_channels", "depth"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -100,7 +107,6 @@ def parse_args(argv=None):
         p.error("--corpus-weights takes CORPUS=WEIGHT pairs, e.g. hsc_00C=2")
     if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()):
         p.error("--corpus-weights must be finite and not negative")
-    return args
 
 
 def corpus_weights(args):
@@ -158,28 +164,6 @@ def pick_precision(name, device):
     return dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=None)[name]
 
 
-def compressed_stft(x, audio):
-    """STFT with magnitudes raised to 0.3 and the phase kept: |X|^0.3 e^(j angle X)."""
-    spec = stft(x, audio)
-    return spec * (spec.abs() + 1e-6) ** -0.7
-
-
-def loss_fn(model, noisy, voice, args, amp_dtype=None):
-    """Loss on the denoised result, at the model's normalised level (float32 outside the U-Net)."""
-    with torch.autocast(noisy.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        est, _ = model(noisy)
-    est = est.float()
-    raw = getattr(model, "module", model)  # through DistributedDataParallel
-    g = level_gain(noisy, raw.level_db)
-    e, c = est * g, voice * g
-    ce, cc = compressed_stft(e, raw.audio), compressed_stft(c, raw.audio)
-    mag = (ce.abs() - cc.abs()).abs().mean()
-    cplx = (ce - cc).abs().mean()
-    sdr = si_sdr(e, c).mean()
-    w = args.complex_weight
-    return (1 - w) * mag + w * cplx - args.sisdr_weight * sdr, est
-
-
 @torch.no_grad()
 def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
     """Mean loss, SI-SDR of the output and of the input, over a fixed set (summed over ranks); with corpora
@@ -190,7 +174,7 @@ def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
     per_item = []
     for noisy, voice in loader:
         noisy, voice = noisy.to(device), voice.to(device)
-        loss, est = loss_fn(model, noisy, voice, args)
+        loss, est = loss_fn(model, noisy, voice, args.complex_weight, args.sisdr_weight)
         sdr = si_sdr(est, voice)
         totals += [loss.item() * len(noisy), sdr.sum().item(), si_sdr(noisy, voice).sum().item()]
         per_item += sdr.tolist()
@@ -205,7 +189,7 @@ def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
 
 
 NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "device", "workers", "arch_given", "given",
-                 *ARCH_DEFAULTS}
+                 *ARCH_FLAGS}
 
 
 def config_value(v):
@@ -226,30 +210,21 @@ def inherit_settings(ckpt, args):
 
 def check_same_architecture(ckpt, args, path):
     """Architecture flags given with --resume/--init-from must agree with the checkpoint."""
-    has = lambda k: ckpt["model_args"].get(k, ARCH_DEFAULTS[k] if k == "subtraction" else None)  # older: magnitude
-    clash = [f"--{k.replace('_', '-')} {getattr(args, k)} but {path} has {has(k)}"
-             for k in sorted(args.arch_given) if has(k) != getattr(args, k)]
+    has = ModelConfig.from_dict(ckpt["model_args"])
+    clash = [f"--{k.replace('_', '-')} {getattr(args, k)} but {path} has {getattr(has, k)}"
+             for k in sorted(args.arch_given) if getattr(has, k) != getattr(args, k)]
     if clash:
         raise UserError(f"the checkpoint's architecture wins: {'; '.join(clash)} (leave those flags out)")
 
 
-def save_checkpoint(path, model, optimizer, scheduler, epoch, best, history, args, data):
+def save_run(path, model, optimizer, scheduler, epoch, best, history, args, data):
     """optimizer=None leaves out AdamW's moments (twice the weights' size): the best checkpoint is the
     one people ship and fine-tune from, the _last one carries everything an exact --resume needs."""
-    state = dict(model={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # loads anywhere
-                 model_args=model.model_args,
-                 audio=model.audio.to_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
-                 best_val_si_sdr=best, history=history,
-                 config={k: config_value(v) for k, v in vars(args).items()},
-                 data=data, code_version=code_version())
+    extra = dict(scheduler=scheduler.state_dict(), epoch=epoch, best_val_si_sdr=best, history=history,
+                 config={k: config_value(v) for k, v in vars(args).items()}, data=data, code_version=code_version())
     if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    atomic_save(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path):
-    from denoise import load_checkpoint as load  # one loader, with clear errors for bad files
-    return load(path)
+        extra["optimizer"] = optimizer.state_dict()
+    save_checkpoint(path, model, **extra)
 
 
 def plot_history(history, path):
@@ -311,153 +286,220 @@ def epoch_loader(train_set, epoch, args, rank, world, workers, device):
                       **common)
 
 
+# ----------------------------------------------------------------------------- the steps of a run
+def output_paths(args, master):
+    """The run's files beside --out; refuses to start over a trained model unless told to."""
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = SimpleNamespace(best=out, last=out.with_name(out.stem + "_last.pt"),
+                            history=out.with_name(out.stem + "_history.json"), curves=out.with_name(out.stem + "_curves.png"))
+    if out.exists() and not args.resume and not args.overwrite:  # never lose a trained model by accident
+        raise UserError(f"{out} exists; continue it with --resume, fine-tune it with --init-from {out} "
+                        f"--out OTHER.pt, or replace it with --overwrite")
+    if master:  # a run killed while saving leaves a temporary file; the real files are always whole
+        for p in vars(paths).values():
+            temp_path(p).unlink(missing_ok=True)
+    return paths
+
+
+def resume_checkpoint(args, paths, log):
+    """With --resume: the checkpoint to continue (its settings first, they say which data to load), else None."""
+    if not args.resume:
+        return None
+    path = paths.last if args.resume == "auto" else Path(args.resume)
+    if not path.exists():
+        raise UserError(f"nothing to resume: {path} does not exist")
+    ckpt = load_checkpoint(path)
+    check_same_architecture(ckpt, args, path)
+    taken = inherit_settings(ckpt, args)
+    if taken:
+        log(f"settings from {path}: {' '.join(taken)}")
+    log(f"resuming {path} after epoch {ckpt['epoch']}")
+    return ckpt
+
+
+def load_data(args, rank, world, device):
+    """The prepared set: remixed training voices, this rank's share of the fixed validation mixtures, and
+    what the set holds (for ckpt["data"])."""
+    cfg_path = args.data_dir / "config.json"
+    audio = AudioConfig.from_dict(json.loads(cfg_path.read_text()).get("audio", {}) if cfg_path.exists() else {})
+    read_manifest(args.data_dir)  # a clear error when there is no prepared set
+    summary = data_summary(args.data_dir, hashlib.md5((args.data_dir / "manifest.csv").read_bytes()).hexdigest())
+    train_set = RemixDataset(args.data_dir, "train", args.segment_seconds, args.snr_range, args.level_range,
+                             args.seed, audio.sample_rate)
+    val_set = MixtureDataset(args.data_dir, "val")
+    workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
+    mine = range(rank, len(val_set), world)  # each rank scores its share; the sums are reduced across ranks
+    return SimpleNamespace(audio=audio, summary=summary, train_set=train_set, val_set=val_set, workers=workers,
+                           val_loader=DataLoader(Subset(val_set, mine), batch_size=args.batch_size, num_workers=workers),
+                           val_corpora=[val_set.rows[i].get("corpus") or "" for i in mine],
+                           corpora=sorted({r.get("corpus") or "" for r in val_set.rows}))
+
+
+def build_model(args, ckpt, audio, device, log):
+    """A resumed run's model, the --init-from weights, or a new model from the architecture flags."""
+    if ckpt is not None:
+        model = model_from_checkpoint(ckpt, "the checkpoint to resume").train()
+    elif args.init_from:
+        init = load_checkpoint(args.init_from)
+        check_same_architecture(init, args, args.init_from)
+        model = model_from_checkpoint(init, args.init_from).train()
+        log(f"initialised from {args.init_from}")
+    else:
+        model = NoiseSubtractionDenoiser(ModelConfig(**{k: getattr(args, k) for k in ARCH_FLAGS}), audio)
+    if model.audio != audio:
+        raise UserError(f"the model's audio settings {model.audio} differ from the data's {audio}")
+    model.to(device)
+    if device.type in ("cpu", "cuda"):  # oneDNN and cuDNN convolutions are faster on NHWC tensors
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optimizer(args, model, ckpt, steps_per_epoch, log):
+    """AdamW with linear warm-up then cosine decay over all --epochs; a resumed run takes both (and the epoch,
+    best score and history) from its checkpoint."""
+    total, warmup = args.epochs * steps_per_epoch, max(1, round(args.warmup_epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if ckpt is None:
+        return optimizer, scheduler, 1, -math.inf, []
+    if "optimizer" in ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    else:  # a best/shipped checkpoint: same weights and schedule position, fresh AdamW moments
+        log("the checkpoint holds no optimizer state (a best checkpoint): AdamW restarts its moments")
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return optimizer, scheduler, ckpt["epoch"] + 1, ckpt["best_val_si_sdr"], ckpt["history"]
+
+
+def log_start(args, model, data, device, world, amp_dtype, log):
+    """One line on the model, the device and the data (and, with --corpus-weights, each corpus's share)."""
+    train_set = data.train_set
+    if args.corpus_weights:
+        w = train_set.corpus_weights(corpus_weights(args))
+        shares = {c: w[[i for i, x in enumerate(train_set.corpora) if x == c]].sum() for c in sorted(set(train_set.corpora))}
+        log("training voices drawn by corpus: " + ", ".join(f"{c} {100 * v:.0f}%" for c, v in shares.items()))
+    log(f"{describe(model)}; device {device}{f' x {world} processes' if world > 1 else ''}; "
+        f"{str(amp_dtype or torch.float32).replace('torch.', '')} autocast; "
+        f"{len(train_set)} training voices remixed each epoch, {len(data.val_set)} validation mixtures")
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, amp_dtype, args, device, bar_name, master):
+    """One pass over the loader; the mean training loss over this rank's items, and their count."""
+    running, n = 0.0, 0
+    bar = tqdm(loader, desc=bar_name, leave=False, disable=not master)
+    for noisy, voice in bar:
+        noisy, voice = noisy.to(device, non_blocking=True), voice.to(device, non_blocking=True)
+        loss, _ = loss_fn(model, noisy, voice, args.complex_weight, args.sisdr_weight, amp_dtype)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        running, n = running + loss.item() * len(noisy), n + len(noisy)
+        bar.set_postfix(loss=f"{running / n:.4f}")
+    return running, n
+
+
+def validate(model, data, args, device, world, epoch, train_loss, lr, t0, best):
+    """Score the validation mixtures; the history record of this epoch, and a line for the log."""
+    val_loss, val_sdr, val_noisy, by_corpus = evaluate(model, data.val_loader, device, args, world, data.val_corpora,
+                                                       data.corpora)
+    record = dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_si_sdr=val_sdr,
+                  val_noisy_si_sdr=val_noisy, val_si_sdr_by_corpus=by_corpus, lr=lr, seconds=time.time() - t0)
+    line = (f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
+            f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if val_sdr > best else ''} "
+            f"[{time.time() - t0:.0f} s]")
+    if len(by_corpus) > 1:
+        line += "; by corpus: " + ", ".join(f"{c} {v:.2f}" for c, v in by_corpus.items())
+    return record, line
+
+
+def write_epoch(paths, model, optimizer, scheduler, epoch, best, history, args, data_summary_, improved):
+    """The best checkpoint when this epoch improved, the _last one always, the history and the curves."""
+    if improved:
+        save_run(paths.best, model, None, scheduler, epoch, best, history, args, data_summary_)
+    save_run(paths.last, model, optimizer, scheduler, epoch, best, history, args, data_summary_)
+    atomic_save(paths.history, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+    plot_history(history, paths.curves)
+
+
+def stop_reason(args, epoch, history, best):
+    """Why to stop after this epoch (--patience, --stop-after), or None."""
+    since_best = epoch - max(h["epoch"] for h in history if h["val_si_sdr"] == best)
+    if args.patience and since_best >= args.patience:
+        return f"no better validation SI-SDR for {args.patience} epochs: stopping early"
+    if args.stop_after and epoch >= args.stop_after:
+        return f"stopping after epoch {epoch} as asked; continue with --resume"
+    return None
+
+
+def check_ranks_agree(model, world, log):
+    """Under torchrun every rank must hold the same weights: say so, so that nobody has to wonder."""
+    import torch.distributed as dist
+    total_abs = sum(p.detach().double().abs().sum().item() for p in model.parameters())
+    sums = [None] * world
+    dist.all_gather_object(sums, total_abs)
+    log(f"weights identical on all {world} ranks: {len(set(sums)) == 1} (sum |w| = {total_abs:.10g})")
+    dist.destroy_process_group()
+
+
+def report_test(model, paths, args, data, device, best):
+    """The figure a user wants: how much the best model improves the unseen test split."""
+    if paths.best.exists() and read_manifest(args.data_dir, "test"):
+        model.load_state_dict(load_checkpoint(paths.best)["model"])
+        test_loader = DataLoader(MixtureDataset(args.data_dir, "test"), batch_size=args.batch_size,
+                                 num_workers=data.workers)
+        _, test_sdr, test_noisy = evaluate(model, test_loader, device, args)
+        print(f"test SI-SDR: noisy {test_noisy:.2f} dB -> denoised {test_sdr:.2f} dB "
+              f"(improvement {test_sdr - test_noisy:+.2f} dB) with the best checkpoint {paths.best}")
+    if not paths.best.exists():  # a resumed run that never beat the best it started from
+        print(f"no epoch beat the validation SI-SDR this run started from ({best:.2f} dB): no {paths.best} written")
+    print("wrote " + ", ".join(str(p) for p in vars(paths).values() if p.exists()))
+
+
 def main(argv=None):
     args = parse_args(argv)
     rank, world, device = setup_distributed(args)
     master = rank == 0  # only rank 0 prints, writes checkpoints, history and plots
     log = print if master else (lambda *a, **k: None)
     torch.manual_seed(args.seed)
-    out = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    last_path = out.with_name(out.stem + "_last.pt")
-    history_path, curves_path = out.with_name(out.stem + "_history.json"), out.with_name(out.stem + "_curves.png")
-    if out.exists() and not args.resume and not args.overwrite:  # never lose a trained model by accident
-        raise UserError(f"{out} exists; continue it with --resume, fine-tune it with --init-from {out} "
-                        f"--out OTHER.pt, or replace it with --overwrite")
-    if master:  # a run killed while saving leaves a temporary file; the real files are always whole
-        for p in (out, last_path, history_path, curves_path):
-            temp_path(p).unlink(missing_ok=True)
-
-    ckpt = None
-    if args.resume:  # the checkpoint's settings first: they say which data to load
-        resume_path = last_path if args.resume == "auto" else Path(args.resume)
-        if not resume_path.exists():
-            raise UserError(f"nothing to resume: {resume_path} does not exist")
-        ckpt = load_checkpoint(resume_path)
-        check_same_architecture(ckpt, args, resume_path)
-        taken = inherit_settings(ckpt, args)
-        if taken:
-            log(f"settings from {resume_path}: {' '.join(taken)}")
-    data_cfg = json.loads((args.data_dir / "config.json").read_text()) if (args.data_dir / "config.json").exists() else {}
-    audio = AudioConfig.from_dict(data_cfg.get("audio", {}))
-    read_manifest(args.data_dir)  # a clear error when there is no prepared set
-    data = data_summary(args.data_dir, hashlib.md5((args.data_dir / "manifest.csv").read_bytes()).hexdigest())
-    train_set = RemixDataset(args.data_dir, "train", args.segment_seconds, args.snr_range, args.level_range,
-                             args.seed, audio.sample_rate)
-    val_set = MixtureDataset(args.data_dir, "val")
-    workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
-    # each rank scores its own share of the validation set; the sums are reduced across ranks
-    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=args.batch_size,
-                            num_workers=workers)
-    val_corpora = [val_set.rows[i].get("corpus") or "" for i in range(rank, len(val_set), world)]
-
-    # model, optimiser and schedule; a resumed run takes all three (and the history) from its checkpoint
-    start_epoch, best, history = 1, -math.inf, []
-    if ckpt is not None:
-        model = build_model(ckpt["model_args"], ckpt["audio"])
-        log(f"resuming {resume_path} after epoch {ckpt['epoch']}")
-    elif args.init_from:
-        init = load_checkpoint(args.init_from)
-        check_same_architecture(init, args, args.init_from)
-        model = build_model(init["model_args"], init["audio"])
-        model.load_state_dict(init["model"])
-        log(f"initialised from {args.init_from}")
-    else:
-        model = NoiseSubtractionDenoiser(audio, **{k: getattr(args, k) for k in ARCH_DEFAULTS})
-    if model.audio != audio:
-        raise UserError(f"the model's audio settings {model.audio} differ from the data's {audio}")
-    model.to(device)
+    paths = output_paths(args, master)
+    ckpt = resume_checkpoint(args, paths, log)
+    data = load_data(args, rank, world, device)
+    raw_model = build_model(args, ckpt, data.audio, device, log)
     amp_dtype = pick_precision(args.precision, device)
-    if device.type in ("cpu", "cuda"):  # oneDNN and cuDNN convolutions are faster on NHWC tensors
-        model.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    steps_per_epoch = math.ceil(len(train_set) / (args.batch_size * world))
-    total, warmup = args.epochs * steps_per_epoch, max(1, round(args.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        if "optimizer" in ckpt:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        else:  # a best/shipped checkpoint: same weights and schedule position, fresh AdamW moments
-            log(f"{resume_path} holds no optimizer state (a best checkpoint): AdamW restarts its moments")
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best_val_si_sdr"], ckpt["history"]
-    raw_model = model
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if args.corpus_weights:
-        w = train_set.corpus_weights(corpus_weights(args))
-        shares = {c: w[[i for i, x in enumerate(train_set.corpora) if x == c]].sum() for c in sorted(set(train_set.corpora))}
-        log("training voices drawn by corpus: " + ", ".join(f"{c} {100 * v:.0f}%" for c, v in shares.items()))
-    log(f"{describe(raw_model)}; device {device}{f' x {world} processes' if world > 1 else ''}; "
-        f"{str(amp_dtype or torch.float32).replace('torch.', '')} autocast; "
-        f"{len(train_set)} training voices remixed each epoch, {len(val_set)} validation mixtures")
+    steps_per_epoch = math.ceil(len(data.train_set) / (args.batch_size * world))
+    optimizer, scheduler, start_epoch, best, history = build_optimizer(args, raw_model, ckpt, steps_per_epoch, log)
+    model = raw_model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        raw_model, device_ids=[device] if device.type == "cuda" else None)
+    log_start(args, raw_model, data, device, world, amp_dtype, log)
 
     for epoch in range(start_epoch, args.epochs + 1):
         t0 = time.time()
-        train_set.set_epoch(epoch)  # fresh mixtures every epoch, the same ones after a resume
-        loader = epoch_loader(train_set, epoch, args, rank, world, workers, device)
-        running, n = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=not master)
-        for noisy, voice in bar:
-            noisy, voice = noisy.to(device, non_blocking=True), voice.to(device, non_blocking=True)
-            loss, _ = loss_fn(model, noisy, voice, args, amp_dtype)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            running, n = running + loss.item() * len(noisy), n + len(noisy)
-            bar.set_postfix(loss=f"{running / n:.4f}")
+        data.train_set.set_epoch(epoch)  # fresh mixtures every epoch, the same ones after a resume
+        loader = epoch_loader(data.train_set, epoch, args, rank, world, data.workers, device)
+        running, n = train_one_epoch(model, loader, optimizer, scheduler, scaler, amp_dtype, args, device,
+                                     f"epoch {epoch}/{args.epochs}", master)
         running, n = all_sum([running, n], device, world)
-        val_loss, val_sdr, val_noisy, val_by_corpus = evaluate(model, val_loader, device, args, world, val_corpora,
-                                                              sorted({r.get("corpus") or "" for r in val_set.rows}))
-        history.append(dict(epoch=epoch, train_loss=running / n, val_loss=val_loss, val_si_sdr=val_sdr,
-                            val_noisy_si_sdr=val_noisy, val_si_sdr_by_corpus=val_by_corpus,
-                            lr=scheduler.get_last_lr()[0], seconds=time.time() - t0))
-        improved = val_sdr > best
-        best = max(best, val_sdr)
-        log(f"epoch {epoch}: train loss {running / n:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
-            f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if improved else ''} "
-            f"[{time.time() - t0:.0f} s]" + ("; by corpus: " + ", ".join(f"{c} {v:.2f}" for c, v in val_by_corpus.items())
-                                              if len(val_by_corpus) > 1 else ""))
+        record, line = validate(model, data, args, device, world, epoch, running / n, scheduler.get_last_lr()[0], t0, best)
+        history.append(record)
+        improved, best = record["val_si_sdr"] > best, max(best, record["val_si_sdr"])
+        log(line)
         if master:
-            if improved:
-                save_checkpoint(out, raw_model, None, scheduler, epoch, best, history, args, data)
-            save_checkpoint(last_path, raw_model, optimizer, scheduler, epoch, best, history, args, data)
-            atomic_save(history_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
-            plot_history(history, curves_path)
-        since_best = epoch - max(h["epoch"] for h in history if h["val_si_sdr"] == best)
-        if args.patience and since_best >= args.patience:
-            log(f"no better validation SI-SDR for {args.patience} epochs: stopping early")
-            break
-        if args.stop_after and epoch >= args.stop_after:
-            log(f"stopping after epoch {epoch} as asked; continue with --resume")
+            write_epoch(paths, raw_model, optimizer, scheduler, epoch, best, history, args, data.summary, improved)
+        reason = stop_reason(args, epoch, history, best)
+        if reason:
+            log(reason)
             break
 
-    if world > 1:  # every rank must hold the same weights; say so, so that nobody has to wonder
-        import torch.distributed as dist
-        total_abs = sum(p.detach().double().abs().sum().item() for p in raw_model.parameters())
-        sums = [None] * world
-        dist.all_gather_object(sums, total_abs)
-        log(f"weights identical on all {world} ranks: {len(set(sums)) == 1} (sum |w| = {total_abs:.10g})")
-        dist.destroy_process_group()
-    if not master:
-        return
-    # the figure a user wants: how much the best model improves the unseen test split
-    if out.exists() and read_manifest(args.data_dir, "test"):
-        raw_model.load_state_dict(load_checkpoint(out)["model"])
-        test_loader = DataLoader(MixtureDataset(args.data_dir, "test"), batch_size=args.batch_size, num_workers=workers)
-        _, test_sdr, test_noisy = evaluate(raw_model, test_loader, device, args)
-        print(f"test SI-SDR: noisy {test_noisy:.2f} dB -> denoised {test_sdr:.2f} dB "
-              f"(improvement {test_sdr - test_noisy:+.2f} dB) with the best checkpoint {out}")
-    if not out.exists():  # a resumed run that never beat the best it started from
-        print(f"no epoch beat the validation SI-SDR this run started from ({best:.2f} dB): no {out} written")
-    print("wrote " + ", ".join(str(p) for p in (out, last_path, history_path, curves_path) if p.exists()))
+    if world > 1:
+        check_ranks_agree(raw_model, world, log)
+    if master:
+        report_test(raw_model, paths, args, data, device, best)
 
 
 if __name__ == "__main__":

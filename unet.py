@@ -16,6 +16,7 @@ input level is normalised to a fixed RMS and the output scaled back, so the mode
 depend on how loud a recording is.
 """
 import math
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -75,22 +76,53 @@ def subtract_noise(spec, noise_mag, floor, mag=None):
     return spec * (clean_mag / mag.clamp_min(1e-20))
 
 
+@dataclass
+class ModelConfig:
+    """The model's settings, saved in every checkpoint (as ckpt["model_args"]). floor_db is also the one
+    runtime setting: model.config.floor_db = -12 keeps more background (denoise.py --floor-db)."""
+    base_channels: int = 16  # U-Net width (the seed used 64)
+    depth: int = 4  # U-Net levels, as the seed
+    norm: str = "batch"  # batch or none
+    floor_db: float = -60.0  # the most attenuation any bin gets, in dB
+    level_db: float = -25.0  # the RMS level (dBFS) the input is brought to before the STFT
+    subtraction: str = "magnitude"  # magnitude (noisy phase kept) or complex
+
+    def __post_init__(self):
+        if self.subtraction not in ("magnitude", "complex"):
+            raise ValueError(f"unknown subtraction {self.subtraction!r} (choose magnitude or complex)")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """From a checkpoint's model_args (older ones lack subtraction: magnitude); unknown keys are an error."""
+        return cls(**d)
+
+
+MODEL_DEFAULTS = {f.name: f.default for f in fields(ModelConfig)}
+
+
 class NoiseSubtractionDenoiser(nn.Module):
-    def __init__(self, audio: AudioConfig = AudioConfig(), base_channels=16, depth=4, norm="batch",
-                 floor_db=-60.0, level_db=-25.0, subtraction="magnitude"):
+    def __init__(self, config: ModelConfig = ModelConfig(), audio: AudioConfig = AudioConfig()):
         super().__init__()
-        if subtraction not in ("magnitude", "complex"):
-            raise ValueError(f"unknown subtraction {subtraction!r} (choose magnitude or complex)")
+        self.config = ModelConfig(**config.to_dict())  # a copy: setting the floor on one model leaves others alone
         self.audio = audio
-        self.subtraction = subtraction
-        complex_ = subtraction == "complex"  # in: dB magnitude (+ cos, sin of the phase); out: fraction (Re, Im)
-        self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, base_channels, depth, norm)
-        self.floor = 10 ** (floor_db / 20)  # the most any bin is attenuated (also settable at inference)
-        self.level_db = level_db
-        self.model_args = dict(base_channels=base_channels, depth=depth, norm=norm, floor_db=floor_db,
-                               level_db=level_db)
-        if complex_:  # magnitude models keep the model_args they always had
-            self.model_args["subtraction"] = subtraction
+        complex_ = config.subtraction == "complex"  # in: dB magnitude (+ cos, sin of the phase); out: fraction (Re, Im)
+        self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, config.base_channels, config.depth, config.norm)
+
+    @property
+    def subtraction(self):
+        return self.config.subtraction
+
+    @property
+    def level_db(self):
+        return self.config.level_db
+
+    @property
+    def floor(self):
+        """The floor as an amplitude fraction of |Y| (from config.floor_db)."""
+        return 10 ** (self.config.floor_db / 20)
 
     def noise_fraction(self, mag):
         """|Y| [B, bins, frames] -> predicted noise as a fraction of |Y|, same shape."""
@@ -126,7 +158,8 @@ class NoiseSubtractionDenoiser(nn.Module):
 
 
 def build_model(model_args, audio_dict):
-    return NoiseSubtractionDenoiser(AudioConfig.from_dict(audio_dict), **model_args)
+    """The (untrained) model a checkpoint's model_args and audio describe."""
+    return NoiseSubtractionDenoiser(ModelConfig.from_dict(model_args), AudioConfig.from_dict(audio_dict))
 
 
 def count_parameters(model):
@@ -134,9 +167,9 @@ def count_parameters(model):
 
 
 def describe(model):
-    a = model.model_args
-    return (f"U-Net base {a['base_channels']} depth {a['depth']} norm {a['norm']}, "
-            f"{count_parameters(model) / 1e6:.2f} M parameters, {model.subtraction} subtraction, floor {a['floor_db']:g} dB")
+    a = model.config
+    return (f"U-Net base {a.base_channels} depth {a.depth} norm {a.norm}, "
+            f"{count_parameters(model) / 1e6:.2f} M parameters, {model.subtraction} subtraction, floor {a.floor_db:g} dB")
 
 
 if __name__ == "__main__":  # quick look: python unet.py

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 import export
+import onnx_backend
 from audio import UserError
+from checkpoint import load_model, save_checkpoint
 from conftest import SR, voiced
-from denoise import denoise_array, load_model
+from denoise import denoise_array
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def test_onnxruntime_matches_pytorch(trained, exported, batch, frames):
     mag = magnitudes(batch, frames, frames)
     with torch.no_grad():
         expected = model.noise_fraction(mag).numpy()
-    got = export.OnnxNoiseEstimate(exported)(mag).numpy()
+    got = onnx_backend.OnnxNoiseEstimate(exported)(mag).numpy()
     assert got.shape == expected.shape == (batch, 257, frames)
     assert np.abs(got - expected).max() < 1e-4
 
@@ -41,10 +43,10 @@ def test_graph_is_dynamic_and_metadata_round_trips(trained, exported):
     for value in (*proto.graph.input, *proto.graph.output):
         dims = value.type.tensor_type.shape.dim
         assert [d.dim_param or d.dim_value for d in dims] == ["batch", 257, "frames"]
-    meta = export.read_metadata(exported)
+    meta = onnx_backend.read_metadata(exported)
     assert meta["audio"] == model.audio.to_dict()
-    assert meta["model_args"] == model.model_args
-    assert meta["graph"] == export.GRAPHS["magnitude"]
+    assert meta["model_args"] == model.config.to_dict()
+    assert meta["graph"] == onnx_backend.GRAPHS["magnitude"]
 
 
 def test_onnx_denoiser_matches_torch_denoiser(trained, exported):
@@ -52,7 +54,7 @@ def test_onnx_denoiser_matches_torch_denoiser(trained, exported):
     rng = np.random.default_rng(1)
     audio = (voiced(1.3, SR, 140, rng) + 0.05 * rng.standard_normal(int(1.3 * SR)).astype(np.float32))[None]
     expected = denoise_array(load_model(trained), audio, SR)
-    got = denoise_array(export.denoiser_from_onnx(exported), audio, SR)
+    got = denoise_array(onnx_backend.denoiser_from_onnx(exported), audio, SR)
     assert np.abs(got - expected).max() < 1e-4
 
 
@@ -68,48 +70,46 @@ def test_one_line_errors(tmp_path):
 def test_denoise_uses_an_export_of_the_same_weights_only(trained, tmp_path):
     """denoise.py's auto backend: onnxruntime when model.onnx beside model.pt holds the same weights."""
     import shutil
-    import denoise
     ckpt = tmp_path / "m.pt"
     shutil.copy(trained, ckpt)
     rng = np.random.default_rng(3)
     audio = voiced(1.5, SR, 140, rng)[None] + 0.02 * rng.standard_normal((1, int(1.5 * SR))).astype(np.float32)
     expected = denoise_array(load_model(ckpt), audio, SR)
-    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseEstimate)
+    assert not isinstance(onnx_backend.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, onnx_backend.OnnxNoiseEstimate)
     with pytest.raises(UserError, match="no ONNX export"):
-        denoise.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
+        onnx_backend.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
     export.main(["--model", str(ckpt)])  # -> m.onnx beside it
-    model = denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu")
-    assert isinstance(model.noise_fraction, export.OnnxNoiseEstimate)
+    model = onnx_backend.use_backend(load_model(ckpt), ckpt, "auto", "cpu")
+    assert isinstance(model.noise_fraction, onnx_backend.OnnxNoiseEstimate)
     assert np.abs(denoise_array(model, audio, SR) - expected).max() < 1e-4
-    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "torch", "cpu").noise_fraction, export.OnnxNoiseEstimate)
+    assert not isinstance(onnx_backend.use_backend(load_model(ckpt), ckpt, "torch", "cpu").noise_fraction, onnx_backend.OnnxNoiseEstimate)
     # other weights under the same name: the stale export is ignored
     other = torch.load(ckpt, weights_only=True)
     other["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in other["model"].items()}
     torch.save(other, ckpt)
-    assert not isinstance(denoise.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, export.OnnxNoiseEstimate)
+    assert not isinstance(onnx_backend.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, onnx_backend.OnnxNoiseEstimate)
 
 
 def test_a_complex_model_exports_and_denoises_the_same_through_onnxruntime(tmp_path):
     """The complex model's graph: (Re, Im) of Y in, (Re, Im) of the noise fraction out; denoise.py's onnx backend."""
-    import denoise
-    from unet import NoiseSubtractionDenoiser
+    from unet import ModelConfig, NoiseSubtractionDenoiser
     torch.manual_seed(0)
-    model = NoiseSubtractionDenoiser(base_channels=4, depth=2, subtraction="complex").eval()
+    model = NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2, subtraction="complex")).eval()
     with torch.no_grad():  # batch-norm statistics that are not the identity, so the check means something
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
     ckpt = tmp_path / "complex.pt"
-    torch.save(dict(model=model.state_dict(), model_args=model.model_args, audio=model.audio.to_dict()), ckpt)
+    save_checkpoint(ckpt, model)
     export.main(["--model", str(ckpt)])
     proto = onnx.load(str(ckpt.with_suffix(".onnx")))
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*proto.graph.input, *proto.graph.output)]
     assert dims == [["batch", 2, 257, "frames"]] * 2
-    assert export.read_metadata(ckpt.with_suffix(".onnx"))["graph"] == export.GRAPHS["complex"]
+    assert onnx_backend.read_metadata(ckpt.with_suffix(".onnx"))["graph"] == onnx_backend.GRAPHS["complex"]
     rng = np.random.default_rng(2)
     audio = (voiced(1.1, SR, 130, rng) + 0.05 * rng.standard_normal(int(1.1 * SR)).astype(np.float32))[None]
     expected = denoise_array(load_model(ckpt), audio, SR)
-    onnx_model = denoise.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
-    assert isinstance(onnx_model.noise_mask, export.OnnxNoiseEstimate)
+    onnx_model = onnx_backend.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
+    assert isinstance(onnx_model.noise_mask, onnx_backend.OnnxNoiseEstimate)
     assert np.abs(denoise_array(onnx_model, audio, SR) - expected).max() < 1e-4
-    assert np.abs(denoise_array(export.denoiser_from_onnx(ckpt.with_suffix(".onnx")), audio, SR) - expected).max() < 1e-4
+    assert np.abs(denoise_array(onnx_backend.denoiser_from_onnx(ckpt.with_suffix(".onnx")), audio, SR) - expected).max() < 1e-4

@@ -7,7 +7,6 @@ exact silence.
 """
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 import denoise
 from audio import UserError
+from checkpoint import load_model
 from conftest import ROOT
 
 RATES = (8000, 11025, 22050, 44100, 48000)
@@ -39,7 +39,7 @@ def one_thread(trained):
 
 @pytest.fixture(scope="module")
 def model(trained):
-    return denoise.load_model(trained)
+    return load_model(trained)
 
 
 def tone(n, sr, channels=1, level=0.1, seed=0):
@@ -156,31 +156,9 @@ def test_output_folder_that_does_not_exist(trained, tmp_path, out):
     assert snapshot(tmp_path) == before
 
 
-def test_read_only_output_folder(trained, tmp_path):
-    sf.write(tmp_path / "in.wav", tone(1600, 16000), 16000)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        writable = os.access(ro, os.W_OK)
-        try:
-            (ro / "probe").write_bytes(b"")
-            (ro / "probe").unlink()
-            writable = True
-        except OSError:
-            pass
-        if writable:
-            pytest.skip("a read-only folder is still writable here (running as root?)")
-        before = snapshot(tmp_path)
-        r = cli(tmp_path, "in.wav", "-o", "ro/out.wav", "--model", trained)
-        assert_one_line_error(r, "cannot write to ro")
-        assert snapshot(tmp_path) == before
-    finally:
-        ro.chmod(0o755)
-
-
 def test_unwritable_folder_is_a_user_error(trained, tmp_path, monkeypatch):
-    """What a read-only folder does for a user who is not root: creating the temporary file is refused."""
+    """What a read-only folder does for a user who is not root (CI runs as root, so chmod cannot show it):
+    creating the temporary file is refused."""
     sf.write(tmp_path / "in.wav", tone(1600, 16000), 16000)
     before = snapshot(tmp_path)
 

@@ -165,7 +165,7 @@ def test_corpus_weights_draw_as_asked(prepared, tmp_path):
 
 
 def test_complex_subtraction_trains_and_is_kept_in_the_checkpoint(prepared, tmp_path):
-    import denoise
+    from checkpoint import load_model
     out = tmp_path / "complex" / "unet.pt"
     train.main(["--data-dir", str(prepared), "--out", str(out), "--epochs", "4", *TINY_MODEL,
                 "--subtraction", "complex", "--complex-weight", "0.5"])
@@ -173,6 +173,6 @@ def test_complex_subtraction_trains_and_is_kept_in_the_checkpoint(prepared, tmp_
     assert ckpt["model_args"]["subtraction"] == "complex" and ckpt["config"]["complex_weight"] == 0.5
     history = ckpt["history"]
     assert max(h["val_si_sdr"] for h in history) > history[0]["val_noisy_si_sdr"] + 1.0  # it learned to denoise
-    assert denoise.load_model(out).subtraction == "complex"
+    assert load_model(out).subtraction == "complex"
     with pytest.raises(UserError, match="architecture wins"):
         train.main(["--out", str(out), "--resume", "--subtraction", "magnitude"])

@@ -5,7 +5,7 @@ import torch
 
 from audio import AudioConfig, istft, si_sdr, stft
 from conftest import noise_clip, voiced
-from unet import NoiseSubtractionDenoiser, UNet, count_parameters, subtract_complex_noise, subtract_noise
+from unet import ModelConfig, NoiseSubtractionDenoiser, UNet, count_parameters, subtract_complex_noise, subtract_noise
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
@@ -44,7 +44,7 @@ def test_subtracting_the_true_noise_gives_back_the_voice():
 
 def test_denoiser_bounds_silence_and_level():
     torch.manual_seed(0)
-    model = NoiseSubtractionDenoiser(base_channels=4, depth=2).eval()
+    model = NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2)).eval()
     x = torch.randn(2, 8000) * 0.1
     with torch.no_grad():
         y, noise = model(x)
@@ -70,8 +70,8 @@ def test_subtracting_the_true_complex_noise_gives_back_the_voice_exactly():
 
 def test_complex_denoiser_bounds_silence_and_level():
     torch.manual_seed(0)
-    model = NoiseSubtractionDenoiser(base_channels=4, depth=2, subtraction="complex").eval()
-    assert model.model_args["subtraction"] == "complex" and model.unet.out.out_channels == 2
+    model = NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2, subtraction="complex")).eval()
+    assert model.config.subtraction == "complex" and model.unet.out.out_channels == 2
     x = torch.randn(2, 8000) * 0.1
     with torch.no_grad():
         y, noise = model(x)
@@ -91,9 +91,9 @@ def test_complex_denoiser_bounds_silence_and_level():
 def test_the_shipped_magnitude_model_denoises_as_the_magnitude_formula():
     """Old (magnitude) checkpoints build the magnitude model, and it computes |S| = max(|Y| - f|Y|, floor |Y|)
     with the noisy phase, whatever else the class can do."""
-    import denoise
-    model = denoise.load_model(denoise.DEFAULT_MODEL)
-    assert model.subtraction == "magnitude" and "subtraction" not in model.model_args
+    from checkpoint import DEFAULT_MODEL, load_model
+    model = load_model(DEFAULT_MODEL)
+    assert model.subtraction == "magnitude"
     rng = np.random.default_rng(3)
     x = torch.from_numpy(voiced(1.5, 16000, 110, rng) + noise_clip("band", 1.5, 16000, rng))[None]
     with torch.no_grad():

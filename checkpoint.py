@@ -1,0 +1,97 @@
+"""
+Checkpoints: the one place that writes, reads, checks and describes them.
+
+A checkpoint is a dict saved with torch.save that weights_only loading reads:
+    model       the weights (float32, on the CPU)
+    model_args  unet.ModelConfig as a dict (architecture, floor, level, subtraction)
+    audio       audio.AudioConfig as a dict (sample rate, STFT)
+and, from train.py, the training run: epoch, best_val_si_sdr, history, config (every flag),
+data (what it learned from), code_version, scheduler (and optimizer in the _last checkpoint).
+
+    python checkpoint.py models/unet.pt      # what a model is and what it learned from
+"""
+from pathlib import Path
+
+import torch
+
+from audio import UserError, arg_parser, atomic_save, run_main
+from unet import build_model, describe
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "unet.pt"  # the pretrained model, wherever we run
+
+
+def save_checkpoint(path, model, **extra):
+    """Write model (weights, ModelConfig, AudioConfig) and the extra entries to path, atomically."""
+    state = dict(model={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # loads anywhere
+                 model_args=model.config.to_dict(), audio=model.audio.to_dict(), **extra)
+    atomic_save(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint of this repo, with a one-line error for anything else."""
+    path = Path(path)
+    if not path.exists():
+        if path == DEFAULT_MODEL:
+            raise UserError(f"no model at {path}: restore the pretrained one (git checkout models/unet.pt), "
+                            "or train one with `python prepare_data.py && python train.py` and pass --model PATH")
+        raise UserError(f"no model at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    missing = [k for k in ("model", "model_args", "audio") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not a checkpoint of this repo (missing {', '.join(missing)})")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, path, device="cpu"):
+    """The denoiser a checkpoint read by load_checkpoint describes, in eval mode."""
+    try:
+        model = build_model(ckpt["model_args"], ckpt["audio"])
+        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    except (TypeError, RuntimeError, ValueError) as e:
+        detail = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = detail[1] if len(detail) > 1 else detail[0]  # the first mismatch, not PyTorch's heading
+        raise UserError(f"{path} does not match this code's model ({detail[:200]})") from None
+    return model.to(device).eval()
+
+
+def load_model(path, device="cpu"):
+    return model_from_checkpoint(load_checkpoint(path), path, device)
+
+
+def describe_checkpoint(ckpt, path):
+    """A few lines on a checkpoint: architecture, training run, and the data it learned from (ckpt["data"])."""
+    cfg, data = ckpt.get("config", {}), ckpt.get("data")
+    lines = [f"{path}: {describe(model_from_checkpoint(ckpt, path))}",
+             f"audio: {ckpt['audio']}",
+             f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
+             f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}"]
+    if "trained_floor_db" in ckpt:
+        lines.append(f"floor: tuned to {ckpt['model_args']['floor_db']:g} dB (trained at {ckpt['trained_floor_db']:g})")
+    if not data:
+        return "\n".join(lines + ["data: not recorded (a checkpoint from before ckpt['data'])"])
+    fmt = lambda v: "?" if v is None else v
+    lines += [f"speech: {', '.join(data.get('speech_dirs') or ['?'])}",
+              f"noise: {', '.join(data.get('noise_dirs') or ['?'])}",
+              f"training split: {fmt(data.get('n_speakers'))} speakers, {fmt(data.get('n_speech_files'))} speech "
+              f"recordings ({fmt(data.get('speech_minutes'))} min), {fmt(data.get('n_noise_files'))} noise recordings "
+              f"({fmt(data.get('noise_minutes'))} min)"]
+    for name, c in (data.get("corpora") or {}).items():
+        lines.append(f"  {name}: {c['n_speakers']} speakers, {c['n_speech_files']} recordings, {c['speech_minutes']} min")
+    if cfg.get("corpus_weights"):
+        lines.append(f"corpus weights: {' '.join(cfg['corpus_weights'])}")
+    lines.append(f"prepared set: {data.get('data_dir')} (manifest.csv MD5 {data.get('manifest_md5')})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = arg_parser(__doc__)
+    p.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, help="checkpoint (default: the pretrained model)")
+    args = p.parse_args(argv)
+    print(describe_checkpoint(load_checkpoint(args.model), args.model))
+
+
+if __name__ == "__main__":
+    run_main(main)
