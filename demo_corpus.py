@@ -469,13 +469,8 @@ def _speakers(n, seed):
         out.append(spk)
     return out
 
-def build_demo_corpus(out_dir, sr: int = AudioConfig.sample_rate, seed: int = 0, n_speakers: int = 8,
-                      sentences_per_speaker: int = 24, noise_clips_per_family: int = 4,
-                      noise_seconds: float = 12.0, progress: bool = True, engine: str | None = None) -> dict:
-    """Write out_dir/speech/<spk>/*.wav, out_dir/noise/<family>/*.wav and DEMO_CORPUS.txt."""
-    t_start = time.time()
-    out_dir = Path(out_dir)
-    (out_dir / "DEMO_CORPUS.txt").unlink(missing_ok=True)  # the "corpus complete" marker, written last
+def _choose_engine(engine):
+    """The speech engine to use (espeak-ng when available) and its name for the README."""
     engine = engine or ("espeak" if have_espeak() else "procedural")
     if engine == "espeak" and not have_espeak():
         raise RuntimeError("engine='espeak' but espeak-ng is not available (pip install espeakng-loader)")
@@ -483,11 +478,27 @@ def build_demo_corpus(out_dir, sr: int = AudioConfig.sample_rate, seed: int = 0,
         else "procedural formant synth"
     if engine != "espeak":
         log.warning("demo corpus: speech is made by the %s, not espeak-ng", synth_name)
-    speakers = _speakers(n_speakers, seed)
+    return engine, synth_name
 
-    # speech: each speaker reads a shuffled selection of sentences, 1-3 per file, 3-10 s each
+def _join_sentences(clips, sr, rng):
+    """Group consecutive sentences into files of 1-3 sentences (4.5-10 s target), digital silence between."""
+    k = 0
+    while k < len(clips):
+        target, parts = rng.uniform(4.5, 10.0), [clips[k]]
+        k += 1
+        while k < len(clips):
+            pause = np.zeros(int(rng.uniform(0.2, 0.5) * sr), np.float32)  # digital silence
+            if (sum(map(len, parts)) + len(pause) + len(clips[k])) / sr > min(target, 10.0):
+                break
+            parts += [pause, clips[k]]
+            k += 1
+        yield np.concatenate(parts)
+
+def _write_speech(out_dir, speakers, sentences_per_speaker, sr, seed, engine, progress):
+    """Write speech/<spk>/*.wav; returns (number of files, seconds of speech)."""
+    # each speaker reads a shuffled selection of sentences, 1-3 per file, 3-10 s each
     n_speech, speech_sec = 0, 0.0
-    bar = tqdm(total=n_speakers * sentences_per_speaker, desc=f"demo speech ({engine})", disable=not progress)
+    bar = tqdm(total=len(speakers) * sentences_per_speaker, desc=f"demo speech ({engine})", disable=not progress)
     for i, spk in enumerate(speakers):
         rng = np.random.default_rng([seed, 1, i])
         order = rng.permutation(len(DEMO_SENTENCES))
@@ -496,40 +507,33 @@ def build_demo_corpus(out_dir, sr: int = AudioConfig.sample_rate, seed: int = 0,
             clips.append(synth_speech(DEMO_SENTENCES[order[k % len(order)]], spk, sr, engine))
             bar.update()
         (out_dir / "speech" / spk["id"]).mkdir(parents=True, exist_ok=True)
-        k = file_ix = 0
-        while k < len(clips):
-            target, parts = rng.uniform(4.5, 10.0), [clips[k]]
-            k += 1
-            while k < len(clips):
-                pause = np.zeros(int(rng.uniform(0.2, 0.5) * sr), np.float32)  # digital silence
-                if (sum(map(len, parts)) + len(pause) + len(clips[k])) / sr > min(target, 10.0):
-                    break
-                parts += [pause, clips[k]]
-                k += 1
-            y = np.concatenate(parts)
+        for file_ix, y in enumerate(_join_sentences(clips, sr, rng)):
             _write_wav(out_dir / "speech" / spk["id"] / f"{spk['id']}_{file_ix:03d}.wav", y, sr)
-            file_ix += 1
             n_speech += 1
             speech_sec += len(y) / sr
     bar.close()
+    return n_speech, speech_sec
 
-    # noise: every clip has its own generator, so clips don't depend on order or count
+def _write_noise(out_dir, clips_per_family, seconds, sr, seed, progress):
+    """Write noise/<family>/*.wav; returns the number of files."""
+    # every clip has its own generator, so clips don't depend on order or count
     n_noise = 0
-    bar = tqdm(total=len(NOISE_FAMILIES) * noise_clips_per_family, desc="demo noise", disable=not progress)
+    bar = tqdm(total=len(NOISE_FAMILIES) * clips_per_family, desc="demo noise", disable=not progress)
     for f, family in enumerate(NOISE_FAMILIES):
         (out_dir / "noise" / family).mkdir(parents=True, exist_ok=True)
-        for c in range(noise_clips_per_family):
-            y = synth_noise(family, noise_seconds, sr, np.random.default_rng([seed, 2, f, c]))
+        for c in range(clips_per_family):
+            y = synth_noise(family, seconds, sr, np.random.default_rng([seed, 2, f, c]))
             _write_wav(out_dir / "noise" / family / f"{family}_{c:03d}.wav", y, sr)
             n_noise += 1
             bar.update()
     bar.close()
+    return n_noise
 
-    summary = dict(n_speech_files=n_speech, speech_seconds=round(speech_sec, 2), n_noise_files=n_noise,
-                   noise_seconds=round(n_noise * noise_seconds, 2), synthesiser=synth_name,
-                   n_speakers=n_speakers, build_seconds=round(time.time() - t_start, 2))
+def _readme(synth_name, speakers, sr, seed, sentences_per_speaker, noise_clips_per_family, noise_seconds, engine,
+            n_speech, speech_sec, n_noise):
+    """The text of DEMO_CORPUS.txt: what the corpus is, its licences, settings and contents."""
     voices = "\n".join(f"  {s['id']}: voice {s['voice']}, pitch {s['pitch']}, rate {s['rate']} wpm" for s in speakers)
-    readme = f"""SYNTHETIC DEMO CORPUS - not real data
+    return f"""SYNTHETIC DEMO CORPUS - not real data
 Built offline by demo_corpus.py so the pipeline runs without downloads. A model trained on it
 learns to clean robotic TTS voices from procedural noise; expect it to do poorly on real audio.
 
@@ -542,7 +546,7 @@ Licences: espeak-ng is GPL-3.0 (https://github.com/espeak-ng/espeak-ng); the esp
 wheel that bundles it states no licence. The sentences and the noise generators are part of
 this repo.
 
-Settings: sr={sr} seed={seed} n_speakers={n_speakers} sentences_per_speaker={sentences_per_speaker}
+Settings: sr={sr} seed={seed} n_speakers={len(speakers)} sentences_per_speaker={sentences_per_speaker}
           noise_clips_per_family={noise_clips_per_family} noise_seconds={noise_seconds} engine={engine}
 {voices}
 Contents: {n_speech} speech files ({speech_sec / 60:.1f} min), {n_noise} noise files \
@@ -552,6 +556,23 @@ To use real data instead (e.g. Hindi read speech and ESC-50 or similar noise), p
 one folder per speaker and noise in one folder per category, then run
     python prepare_data.py --speech-dir path/to/speech --noise-dir path/to/noise
 """
+
+def build_demo_corpus(out_dir, sr: int = AudioConfig.sample_rate, seed: int = 0, n_speakers: int = 8,
+                      sentences_per_speaker: int = 24, noise_clips_per_family: int = 4,
+                      noise_seconds: float = 12.0, progress: bool = True, engine: str | None = None) -> dict:
+    """Write out_dir/speech/<spk>/*.wav, out_dir/noise/<family>/*.wav and DEMO_CORPUS.txt."""
+    t_start = time.time()
+    out_dir = Path(out_dir)
+    (out_dir / "DEMO_CORPUS.txt").unlink(missing_ok=True)  # the "corpus complete" marker, written last
+    engine, synth_name = _choose_engine(engine)
+    speakers = _speakers(n_speakers, seed)
+    n_speech, speech_sec = _write_speech(out_dir, speakers, sentences_per_speaker, sr, seed, engine, progress)
+    n_noise = _write_noise(out_dir, noise_clips_per_family, noise_seconds, sr, seed, progress)
+    summary = dict(n_speech_files=n_speech, speech_seconds=round(speech_sec, 2), n_noise_files=n_noise,
+                   noise_seconds=round(n_noise * noise_seconds, 2), synthesiser=synth_name,
+                   n_speakers=n_speakers, build_seconds=round(time.time() - t_start, 2))
+    readme = _readme(synth_name, speakers, sr, seed, sentences_per_speaker, noise_clips_per_family, noise_seconds,
+                     engine, n_speech, speech_sec, n_noise)
     tmp = out_dir / ".DEMO_CORPUS.txt.tmp"
     tmp.write_text(readme, encoding="utf-8")
     os.replace(tmp, out_dir / "DEMO_CORPUS.txt")

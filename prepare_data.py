@@ -214,6 +214,19 @@ def download_esc50(dest, url=ESC50_URL, sha256=None):
         return
     dest.mkdir(parents=True, exist_ok=True)
     part = dest / "ESC-50.zip.part"
+    fetch_resumable(url, part)
+    if sha256:
+        check_sha256(part, sha256)
+    unpack_esc50(part, dest, url)
+    meta = esc50_meta(dest)
+    missing = [f for f in meta if not f.exists()]
+    if missing:
+        raise UserError(f"ESC-50 in {dest} lacks {len(missing)} files listed in meta/esc50.csv")
+    print(f"ESC-50: {len(meta)} clips in {dest}")
+
+
+def fetch_resumable(url, part):
+    """Download url into part, appending to what an earlier run left there when the server honours a Range."""
     have = part.stat().st_size if part.exists() else 0
     try:
         req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -236,11 +249,18 @@ def download_esc50(dest, url=ESC50_URL, sha256=None):
         raise UserError(f"downloading {url} failed ({getattr(e, 'reason', e)}); run again to resume") from None
     if total is not None and part.stat().st_size != total:
         raise UserError(f"download stopped at {part.stat().st_size} of {total} bytes; run again to resume")
-    if sha256:
-        digest = hashlib.sha256(part.read_bytes()).hexdigest()
-        if digest != sha256.lower():
-            part.unlink()
-            raise UserError(f"ESC-50 archive has SHA-256 {digest}, expected {sha256}; deleted it, run again")
+
+
+def check_sha256(part, sha256):
+    """Delete the archive and stop when its SHA-256 is not the expected one (a new run downloads it afresh)."""
+    digest = hashlib.sha256(part.read_bytes()).hexdigest()
+    if digest != sha256.lower():
+        part.unlink()
+        raise UserError(f"ESC-50 archive has SHA-256 {digest}, expected {sha256}; deleted it, run again")
+
+
+def unpack_esc50(part, dest, url):
+    """Unpack the archive into dest/.unpacking, move its audio/ and then meta/ into dest, delete the archive."""
     try:
         with zipfile.ZipFile(part) as zf:
             if zf.testzip() is not None:
@@ -259,11 +279,6 @@ def download_esc50(dest, url=ESC50_URL, sha256=None):
     os.replace(top / "meta", dest / "meta")  # last: its presence marks the download complete
     shutil.rmtree(tmp)
     part.unlink()
-    meta = esc50_meta(dest)
-    missing = [f for f in meta if not f.exists()]
-    if missing:
-        raise UserError(f"ESC-50 in {dest} lacks {len(missing)} files listed in meta/esc50.csv")
-    print(f"ESC-50: {len(meta)} clips in {dest}")
 
 
 def select_categories(cats, folds, args):
@@ -566,6 +581,71 @@ def summarise(speech, noise, chunks, seconds, noise_len, speakers, corpus, args)
     return out
 
 
+def settings_of(args, cfg, demo, speech_roots, noise_roots, n_speech_files, n_noise_files):
+    """The settings that decide the set (config.json): a re-run with the same ones completes it."""
+    settings = dict(audio=cfg.to_dict(), demo=demo, speech_dir=[str(d) for d in speech_roots],
+                    noise_dir=[str(d) for d in noise_roots],
+                    n_speech_files=n_speech_files, n_noise_files=n_noise_files,
+                    **{k: v for k, v in vars(args).items() if k not in ("speech_dir", "noise_dir", "out", "workers",
+                                                                        "overwrite", "demo", "download_esc50")})
+    return json.loads(json.dumps(settings, default=str))  # tuples -> lists, paths -> str, as they read back
+
+
+def label_speakers(chunks, speech_roots, speech_root_of, args):
+    """{file: speaker or None} over the kept speech recordings, folder by folder."""
+    return {f: spk for root in speech_roots
+            for f, spk in speakers_of([f for f in chunks if speech_root_of[f] == root], root, args).items()}
+
+
+def label_noise(noise_len, noise_roots, noise_root_of, args):
+    """{file: category} and {file: ESC-50 fold or None} over the kept noise recordings, folder by folder."""
+    cats, folds = {}, {}
+    for root in noise_roots:
+        c, fo = noise_labels([f for f in noise_len if noise_root_of[f] == root], root, args)
+        cats.update(c)
+        folds.update(fo)
+    return cats, folds
+
+
+def wanted(split, args):
+    """Whether a split should hold anything: train always, val and test unless their fraction is 0."""
+    return split == "train" or getattr(args, f"{split}_fraction") > 0
+
+
+def require_noise_per_split(noise, cats, args):
+    """Stop when a wanted split has no noise recordings of its own."""
+    for s in SPLITS:
+        if wanted(s, args) and not noise[s]:
+            raise UserError(f"too few noise recordings ({len(cats)}) to give the {s} split its own")
+
+
+def require_speech_per_split(jobs, args):
+    """Stop when a wanted split got no mixtures."""
+    for s in SPLITS:
+        if not any(j["split"] == s for j in jobs) and wanted(s, args):
+            raise UserError(f"the {s} split got no speech: give more speakers/recordings or change the fractions")
+
+
+def write_mixtures(jobs, settings, args, cfg):
+    """config.json first (so a re-run knows what it is completing), then every mixture; returns the noise starts."""
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(settings, indent=2))
+    for s in SPLITS:
+        for kind in KINDS:
+            (out / s / kind).mkdir(parents=True, exist_ok=True)
+    return run_parallel(functools.partial(make_item, out=out, args=args, cfg=cfg), jobs, args.workers, "mixing")
+
+
+def report(jobs, seconds, demo, took, args):
+    """Print what was written and how fast."""
+    counts = ", ".join(f"{s} {sum(j['split'] == s for j in jobs)}" for s in SPLITS)
+    clip_s = round(args.clip_seconds * args.sample_rate) / args.sample_rate
+    print(f"wrote {len(jobs)} mixtures to {args.out}{' (with DEMO corpus audio)' if demo else ''}: {counts}")
+    print(f"read {sum(seconds.values()) / 60:.1f} min of speech and wrote {len(jobs) * clip_s / 60:.1f} min of "
+          f"mixtures in {took:.0f} s ({sum(seconds.values()) / took:.0f}x real time) with {args.workers} workers")
+
+
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.time()
@@ -574,54 +654,26 @@ def main(argv=None):
         download_esc50(args.download_esc50, args.esc50_url, args.esc50_sha256)
     speech_roots, noise_roots, demo = resolve_corpora(args)
     speech_root_of, noise_root_of = gather(speech_roots, "speech"), gather(noise_roots, "noise")
-    speech_files, noise_files = list(speech_root_of), list(noise_root_of)
-    settings = dict(audio=cfg.to_dict(), demo=demo, speech_dir=[str(d) for d in speech_roots],
-                    noise_dir=[str(d) for d in noise_roots],
-                    n_speech_files=len(speech_files), n_noise_files=len(noise_files),
-                    **{k: v for k, v in vars(args).items() if k not in ("speech_dir", "noise_dir", "out", "workers",
-                                                                        "overwrite", "demo", "download_esc50")})
-    settings = json.loads(json.dumps(settings, default=str))  # tuples -> lists, paths -> str, as they read back
-    out = args.out
-    check_existing(out, settings, args.overwrite)
-    chunks, seconds, noise_len = read_recordings(speech_files, noise_files, args)
+    settings = settings_of(args, cfg, demo, speech_roots, noise_roots, len(speech_root_of), len(noise_root_of))
+    check_existing(args.out, settings, args.overwrite)
+    chunks, seconds, noise_len = read_recordings(list(speech_root_of), list(noise_root_of), args)
 
     # split by speaker or recording (per corpus) and by noise recording (or ESC-50 fold), then plan every mixture
     rng = np.random.default_rng(args.seed)
-    speakers = {f: spk for root in speech_roots
-                for f, spk in speakers_of([f for f in chunks if speech_root_of[f] == root], root, args).items()}
+    speakers = label_speakers(chunks, speech_roots, speech_root_of, args)
     corpus = corpora_of(list(chunks), speech_root_of, args)
-    cats, folds = {}, {}
-    for root in noise_roots:
-        c, fo = noise_labels([f for f in noise_len if noise_root_of[f] == root], root, args)
-        cats.update(c)
-        folds.update(fo)
-    cats, folds = select_categories(cats, folds, args)
+    cats, folds = select_categories(*label_noise(noise_len, noise_roots, noise_root_of, args), args)
     speech = split_speech(speakers, corpus, args, rng)
     noise = split_noise(cats, folds, args, rng)
-    for s in SPLITS:
-        wanted = s == "train" or getattr(args, f"{s}_fraction") > 0
-        if wanted and not noise[s]:
-            raise UserError(f"too few noise recordings ({len(cats)}) to give the {s} split its own")
+    require_noise_per_split(noise, cats, args)
     jobs = plan(speech, noise, chunks, noise_len, speakers, corpus, cats, speech_root_of, noise_root_of, args)
-    for s in SPLITS:
-        if not any(j["split"] == s for j in jobs) and (s == "train" or getattr(args, f"{s}_fraction") > 0):
-            raise UserError(f"the {s} split got no speech: give more speakers/recordings or change the fractions")
+    require_speech_per_split(jobs, args)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(settings, indent=2))
-    for s in SPLITS:
-        for kind in KINDS:
-            (out / s / kind).mkdir(parents=True, exist_ok=True)
-    starts = run_parallel(functools.partial(make_item, out=out, args=args, cfg=cfg), jobs, args.workers, "mixing")
+    starts = write_mixtures(jobs, settings, args, cfg)
     summary = summarise(speech, noise, chunks, seconds, noise_len, speakers, corpus, args)
-    atomic_save(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
-    write_manifest(out, jobs, starts, args)
-    took = time.time() - t0
-    counts = ", ".join(f"{s} {sum(j['split'] == s for j in jobs)}" for s in SPLITS)
-    clip_s = round(args.clip_seconds * args.sample_rate) / args.sample_rate
-    print(f"wrote {len(jobs)} mixtures to {out}{' (with DEMO corpus audio)' if demo else ''}: {counts}")
-    print(f"read {sum(seconds.values()) / 60:.1f} min of speech and wrote {len(jobs) * clip_s / 60:.1f} min of "
-          f"mixtures in {took:.0f} s ({sum(seconds.values()) / took:.0f}x real time) with {args.workers} workers")
+    atomic_save(args.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    write_manifest(args.out, jobs, starts, args)
+    report(jobs, seconds, demo, time.time() - t0, args)
 
 
 def write_manifest(out, jobs, starts, args):
