@@ -52,10 +52,13 @@ def test_split_accounts_for_every_file(split_run, prepared):
 
 def test_noisy_system_is_the_reference_point(split_run, prepared):
     results, _ = split_run
-    noisy = results["systems"]["noisy"]["summary"]["si_sdr_i"]
-    assert noisy["mean"] == 0 and noisy["ci95"] == 0
+    for f in results["per_file"]:  # SI-SDRi is each system's SI-SDR over the noisy input's, file by file
+        for s in ("unet", "wiener"):
+            assert f[s]["si_sdr_i"] == pytest.approx(f[s]["si_sdr"] - f["noisy"]["si_sdr"], abs=1e-6)
+    summary = results["systems"]["unet"]["summary"]
+    assert summary["si_sdr_i"]["mean"] == pytest.approx(
+        summary["si_sdr"]["mean"] - results["systems"]["noisy"]["summary"]["si_sdr"]["mean"], abs=1e-6)
     f = results["per_file"][0]
-    assert f["noisy"]["si_sdr_i"] == 0
     x = torch.from_numpy(sf.read(prepared / "test" / "noisy_voice" / f"{f['id']}.wav", dtype="float32")[0])
     c = torch.from_numpy(sf.read(prepared / "test" / "voice" / f"{f['id']}.wav", dtype="float32")[0])
     assert f["noisy"]["si_sdr"] == pytest.approx(si_sdr(x, c).item(), abs=1e-4)
@@ -190,5 +193,9 @@ def test_tune_floor_writes_a_new_checkpoint_and_leaves_the_model_alone(prepared,
     tuned = torch.load(out, weights_only=True)
     assert tuned["model_args"]["floor_db"] == max(table, key=lambda db: table[db]["pesq_wb"])
     assert tuned["floor_tuning"]["split"] == "val"  # the validation split by default
+    original = torch.load(trained, weights_only=True)
+    assert tuned["model"].keys() == original["model"].keys()
+    assert all(torch.equal(tuned["model"][k], v) for k, v in original["model"].items())  # the same weights
+    assert tuned["trained_floor_db"] == original["model_args"]["floor_db"] and tuned["history"] == original["history"]
     with pytest.raises(UserError, match="exists or is the model read"):
         evaluate.main(["--data-dir", str(prepared), "--model", str(trained), "--tune-floor", "-60", "--out", str(out)])
