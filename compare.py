@@ -3,6 +3,7 @@ Paired tests between denoisers over the same files: is one really ahead of anoth
 
     python compare.py results.json                           # evaluate.py's JSON: unet against noisy and wiener
     python compare.py bench.json --system ours --against dfn3 ulunas dpcrn   # a benchmark harness JSON
+    python compare.py new.json old.json --against old:unet   # two models' evaluate.py runs on the same files
 
 Means and confidence intervals per system overlap long before a difference is real or not; a
 paired test looks at the per-file differences. For each metric and each other system this prints
@@ -10,7 +11,9 @@ the mean difference (system minus other) with a 95% paired-bootstrap interval, h
 went each way, and the two-sided Wilcoxon signed-rank p-value. "ahead" is printed only where
 the difference is positive and p < --alpha; "behind" where negative and p < --alpha; else "on par".
 Reads the JSON that `evaluate.py` writes (per_file[i][system][metric]) and the one the team's
-benchmark harness writes (systems[name].per_file[i][metric]).
+benchmark harness writes (systems[name].per_file[i][metric]). With several JSONs, the systems of the
+second and later files are named FILE:SYSTEM (FILE is the file's name without .json) and files
+are paired by their id.
 """
 import json
 from pathlib import Path
@@ -25,7 +28,8 @@ METRICS = ("pesq_wb", "stoi", "si_sdr_i", "dnsmos_sig", "dnsmos_bak", "dnsmos_ov
 
 def parse_args(argv=None):
     p = arg_parser(__doc__)
-    p.add_argument("results", type=Path, help="JSON from evaluate.py or from the benchmark harness")
+    p.add_argument("results", type=Path, nargs="+", help="JSON from evaluate.py or from the benchmark harness "
+                   "(more than one: the later files' systems join as FILE:SYSTEM)")
     p.add_argument("--system", default=None, help="the system to test (default: unet, or ours)")
     p.add_argument("--against", nargs="+", help="systems to compare with (default: all others)")
     p.add_argument("--metrics", nargs="+", default=list(METRICS), help="metrics to test (those present are used)")
@@ -55,25 +59,36 @@ def paired(a, b, n_boot, rng):
                 p=float(p), n=len(d))
 
 
+def read_tables(paths):
+    """One {system: {file id: {metric: value}}} over all the JSONs; later files' systems as FILE:SYSTEM."""
+    merged = {}
+    for i, path in enumerate(paths):
+        if not path.is_file():
+            raise UserError(f"no such file: {path}")
+        try:
+            table = per_file_table(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not JSON ({e})") from None
+        merged.update({name if i == 0 else f"{path.stem}:{name}": files for name, files in table.items()})
+    return merged
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if not args.results.is_file():
-        raise UserError(f"no such file: {args.results}")
-    try:
-        table = per_file_table(json.loads(args.results.read_text()))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{args.results} is not JSON ({e})") from None
+    table = read_tables(args.results)
+    names = ", ".join(str(p) for p in args.results)
     system = args.system or next((s for s in ("unet", "ours") if s in table), None)
     if system not in table:
-        raise UserError(f"no system {system!r} in {args.results}; it has: {', '.join(table)}")
+        raise UserError(f"no system {system!r} in {names}; it has: {', '.join(table)}")
     others = args.against or [s for s in table if s != system]
     missing = [s for s in others if s not in table]
     if missing:
-        raise UserError(f"no system {', '.join(missing)} in {args.results}; it has: {', '.join(table)}")
+        raise UserError(f"no system {', '.join(missing)} in {names}; it has: {', '.join(table)}")
     rng = np.random.default_rng(args.seed)
     print(f"{system} against each system, paired over files: mean difference [95% bootstrap CI], "
           f"files better/worse, Wilcoxon signed-rank p\n")
     print("| metric | against | difference | better / worse | p | verdict |\n|---|---|---|---|---|---|")
+    rows = 0
     for metric in args.metrics:
         for other in others:
             ids = [i for i in table[system] if i in table[other]
@@ -84,8 +99,11 @@ def main(argv=None):
             r = paired([table[system][i][metric] for i in ids], [table[other][i][metric] for i in ids],
                        args.bootstrap, rng)
             verdict = ("on par" if not r["p"] < args.alpha else "ahead" if r["diff"] > 0 else "behind")
+            rows += 1
             print(f"| {metric} | {other} | {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | "
                   f"{r['wins']} / {r['losses']} of {r['n']} | {r['p']:.2g} | {verdict} |")
+    if not rows:
+        raise UserError(f"no metric scored on two or more of the same files for {system} and {', '.join(others)}")
 
 
 if __name__ == "__main__":

@@ -38,3 +38,22 @@ def test_reads_evaluate_json_and_refuses_unknown_systems(tmp_path, capsys):
     assert verdicts(capsys) == {"noisy": "ahead"}
     with pytest.raises(UserError, match="no system 'dfn3'"):
         compare.main([str(tmp_path / "r.json"), "--system", "dfn3"])
+
+
+def test_two_models_from_two_json_files(tmp_path, capsys):
+    """new.json old.json: each model's evaluate.py run on the same files, paired by file id."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(1.5, 3.0, 40)
+
+    def run(path, unet, order, prefix="f"):
+        files = [{"id": f"{prefix}{i}", "noisy": {"pesq_wb": 1.2}, "unet": {"pesq_wb": unet[i]}} for i in order]
+        path.write_text(json.dumps({"per_file": files}))
+        return str(path)
+
+    new = run(tmp_path / "new.json", base + 0.3 + 0.05 * rng.standard_normal(40), range(40))
+    old = run(tmp_path / "old.json", base, reversed(range(40)))  # another order: pairs are made by id
+    compare.main([new, old, "--against", "old:unet", "--metrics", "pesq_wb"])
+    assert verdicts(capsys) == {"old:unet": "ahead"}
+    other = run(tmp_path / "other.json", base, range(40), prefix="g")  # no file in common
+    with pytest.raises(UserError, match="no metric scored on two or more of the same files"):
+        compare.main([new, other, "--against", "other:unet", "--metrics", "pesq_wb"])
