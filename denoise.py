@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from audio import arg_parser, UserError, atomic_save, load_audio, resample, run_main, spectrogram_db
+from audio import arg_parser, UserError, atomic_save, load_audio, magnitude_to_db, resample, run_main, spectrogram_db
 from checkpoint import DEFAULT_MODEL, describe_checkpoint, load_checkpoint, load_model
 from onnx_backend import use_backend
 from unet import level_gain
@@ -153,9 +153,10 @@ def denoise_file(model, inp, out, args):
     shown = min(n, 30 * sr)  # the plot shows the first 30 s
     before, after = (read(0, shown)[0] if args.plot else None), []
 
+    gain = recording_gain(model, read, n, sr, name=inp)
+
     def write(tmp):
         nonlocal clipped
-        gain = recording_gain(model, read, n, sr, name=inp)
         with sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, subtype=subtype, format=fmt) as dst:
             for piece in denoise_stream(model, read, n, sr, gain, args.chunk_seconds, args.device, progress=inp.name):
                 if not np.all(np.isfinite(piece)):  # e.g. float samples so large that the level gain underflows
@@ -174,23 +175,33 @@ def denoise_file(model, inp, out, args):
         print(f"warning: {clipped} samples of {out} exceeded full scale and were clipped by the {subtype} format",
               file=sys.stderr)
     if args.plot:
-        plot_before_after(before, np.concatenate(after)[:shown], sr, model, out.with_suffix(".png"), inp.name)
+        plot_before_after(before, np.concatenate(after)[:shown], sr, model, gain[0], out.with_suffix(".png"), inp.name)
     return n / sr
 
 
-def plot_before_after(noisy, clean, sr, model, path, title):
+def plot_images(model, noisy, clean, gain):
+    """dB images [bins, frames] of the input, the noise the U-Net predicts in it (|N|, what denoising subtracts)
+    and the output; noisy and clean mono at the model's rate, gain the recording's level gain."""
+    cfg = model.audio
+    with torch.no_grad():
+        noise = model(torch.from_numpy(noisy)[None], torch.tensor([[gain]], dtype=torch.float32))[1][0]
+    return spectrogram_db(noisy, cfg), magnitude_to_db(noise[: cfg.n_bins], cfg).numpy(), spectrogram_db(clean, cfg)
+
+
+def plot_before_after(noisy, clean, sr, model, gain, path, title):
+    """plot_images of the first channel's first 30 s as one PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     cfg = model.audio
     noisy, clean = resample(noisy[None], sr, cfg.sample_rate)[0], resample(clean[None], sr, cfg.sample_rate)[0]
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    images = plot_images(model, np.ascontiguousarray(noisy, dtype=np.float32), clean, gain)
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8.5), sharex=True)
     extent = (0, len(noisy) / cfg.sample_rate, 0, cfg.sample_rate / 2000)
-    for ax, x, name in zip(axes, (noisy, clean), ("noisy input", "denoised")):
-        im = ax.imshow(spectrogram_db(x, cfg), origin="lower", aspect="auto", extent=extent, cmap="magma",
-                       vmin=-80, vmax=0)
+    for ax, image, name in zip(axes, images, ("noisy input", "predicted noise |N|, subtracted", "denoised")):
+        im = ax.imshow(image, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-80, vmax=0)
         ax.set(ylabel="kHz", title=f"{title}: {name}")
-    axes[1].set_xlabel("seconds")
+    axes[-1].set_xlabel("seconds")
     fig.colorbar(im, ax=axes, label="dB (0 = full-scale sine)")
     atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

@@ -156,3 +156,22 @@ def test_floor_db_is_the_one_runtime_floor(trained, prepared, tmp_path):
     assert digest(trained) == before
     with pytest.raises(SystemExit):
         denoise.parse_args(["a.wav", "--floor-db", "6"])
+
+
+@pytest.mark.parametrize("subtraction", ["magnitude", "complex"])
+def test_plot_shows_the_predicted_noise(trained, subtraction):
+    """--plot's middle panel is |N|, the noise the model subtracts: never above the input, for both kinds of model,
+    and where it is close to the input the output is far below it."""
+    from unet import ModelConfig, NoiseSubtractionDenoiser
+    model = load_model(trained) if subtraction == "magnitude" else \
+        NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2, subtraction="complex")).eval()
+    rng = np.random.default_rng(4)
+    noisy = (voiced(2.0, 16000, 120, rng) + noise_clip("hiss", 2.0, 16000, rng)).astype(np.float32)
+    gain = denoise.recording_gain(model, lambda a, b: noisy[None, a:b], len(noisy), 16000)[0]
+    clean = denoise.denoise_array(model, noisy[None], 16000)[0]
+    noisy_db, noise_db, clean_db = denoise.plot_images(model, noisy, clean, gain)
+    assert noisy_db.shape == noise_db.shape == clean_db.shape
+    assert np.all(noise_db <= noisy_db + 0.01)
+    if subtraction == "magnitude":  # |S| = max(|Y| - |N|, floor |Y|): most of a bin predicted as noise leaves little
+        mostly_noise = noise_db > noisy_db - 1.0
+        assert mostly_noise.any() and np.median((noisy_db - clean_db)[mostly_noise]) > 6
