@@ -73,7 +73,9 @@ def test_a_missing_default_model_says_how_to_get_it_back(tmp_path, monkeypatch):
 
 
 def test_describe_a_trained_checkpoint(trained):
-    said = describe_checkpoint(load_checkpoint(trained), trained)
-    assert "U-Net base 8 depth 2" in said and "magnitude subtraction" in said and "epoch 10 of 10" in said
+    ckpt = load_checkpoint(trained)
+    said = describe_checkpoint(ckpt, trained)
+    assert "U-Net base 8 depth 2" in said and "magnitude subtraction" in said
+    assert f"epoch {ckpt['epoch']} of 10, best validation SI-SDR {ckpt['best_val_si_sdr']:.2f} dB" in said  # the best epoch
     r = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), str(trained)], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == said
