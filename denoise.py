@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, or ending in /)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint (default: the pretrained model)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
-    p.add_argument("--plot", action="store_true", help="also save a before/after spectrogram PNG beside each output")
+    p.add_argument("--plot", action="store_true", help="also save a PNG beside each output: spectrograms of the input, the noise the model predicts (what it "
+                   "subtracts) and the output")
     p.add_argument("--chunk-seconds", type=float, default=10.0, help="audio processed at once (memory bound)")
     p.add_argument("--floor-db", type=float, help="most attenuation per bin, e.g. -12 keeps more background "
                    "(default: the model's own floor)")

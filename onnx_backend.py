@@ -29,7 +29,6 @@ def fingerprint(model):
     return h.hexdigest()
 
 
-
 def read_metadata(path):
     """metadata_props of an exported file, JSON values decoded."""
     import onnx

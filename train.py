@@ -303,9 +303,10 @@ def output_paths(args, master):
 
 
 def resume_checkpoint(args, paths, log):
-    """With --resume: the checkpoint to continue (its settings first, they say which data to load), else None."""
+    """With --resume: the checkpoint to continue and its path (its settings first, they say which data to load),
+    else (None, None)."""
     if not args.resume:
-        return None
+        return None, None
     path = paths.last if args.resume == "auto" else Path(args.resume)
     if not path.exists():
         raise UserError(f"nothing to resume: {path} does not exist")
@@ -315,7 +316,7 @@ def resume_checkpoint(args, paths, log):
     if taken:
         log(f"settings from {path}: {' '.join(taken)}")
     log(f"resuming {path} after epoch {ckpt['epoch']}")
-    return ckpt
+    return ckpt, path
 
 
 def load_data(args, rank, world, device):
@@ -336,10 +337,10 @@ def load_data(args, rank, world, device):
                            corpora=sorted({r.get("corpus") or "" for r in val_set.rows}))
 
 
-def build_model(args, ckpt, audio, device, log):
+def make_model(args, ckpt, ckpt_path, audio, device, log):
     """A resumed run's model, the --init-from weights, or a new model from the architecture flags."""
     if ckpt is not None:
-        model = model_from_checkpoint(ckpt, "the checkpoint to resume").train()
+        model = model_from_checkpoint(ckpt, ckpt_path).train()
     elif args.init_from:
         init = load_checkpoint(args.init_from)
         check_same_architecture(init, args, args.init_from)
@@ -385,7 +386,7 @@ def log_start(args, model, data, device, world, amp_dtype, log):
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, amp_dtype, args, device, bar_name, master):
-    """One pass over the loader; the mean training loss over this rank's items, and their count."""
+    """One pass over the loader: the training loss summed over this rank's items, and their count."""
     running, n = 0.0, 0
     bar = tqdm(loader, desc=bar_name, leave=False, disable=not master)
     for noisy, voice in bar:
@@ -467,9 +468,9 @@ def main(argv=None):
     log = print if master else (lambda *a, **k: None)
     torch.manual_seed(args.seed)
     paths = output_paths(args, master)
-    ckpt = resume_checkpoint(args, paths, log)
+    ckpt, ckpt_path = resume_checkpoint(args, paths, log)
     data = load_data(args, rank, world, device)
-    raw_model = build_model(args, ckpt, data.audio, device, log)
+    raw_model = make_model(args, ckpt, ckpt_path, data.audio, device, log)
     amp_dtype = pick_precision(args.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = math.ceil(len(data.train_set) / (args.batch_size * world))

@@ -16,7 +16,7 @@ input level is normalised to a fixed RMS and the output scaled back, so the mode
 depend on how loud a recording is.
 """
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -106,7 +106,7 @@ MODEL_DEFAULTS = {f.name: f.default for f in fields(ModelConfig)}
 class NoiseSubtractionDenoiser(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig(), audio: AudioConfig = AudioConfig()):
         super().__init__()
-        self.config = ModelConfig(**config.to_dict())  # a copy: setting the floor on one model leaves others alone
+        self.config = replace(config)  # a copy: setting the floor on one model leaves others alone
         self.audio = audio
         complex_ = config.subtraction == "complex"  # in: dB magnitude (+ cos, sin of the phase); out: fraction (Re, Im)
         self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, config.base_channels, config.depth, config.norm)
