@@ -53,11 +53,11 @@ class MixtureDataset(Dataset):
 
 class RemixDataset(Dataset):
     def __init__(self, root, split="train", segment_seconds=2.0, snr_range=(-5, 15), level_range=(-35, -15),
-                 seed=0, sample_rate=AudioConfig.sample_rate, extra_noise=()):
+                 seed=0, sample_rate=AudioConfig.sample_rate):
         fixed = MixtureDataset(root, split)
         self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
         self.corpora = [r.get("corpus") or "" for r in fixed.rows]  # sets made before corpora were named: ""
-        self.noises = [fixed.path(i, "noise") for i in range(len(fixed))] + list(extra_noise)
+        self.noises = [fixed.path(i, "noise") for i in range(len(fixed))]
         self.segment = round(segment_seconds * sample_rate)
         self.snr_range, self.level_range, self.seed, self.epoch = snr_range, level_range, seed, 0
 
