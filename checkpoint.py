@@ -61,6 +61,16 @@ def load_model(path, device="cpu"):
     return model_from_checkpoint(load_checkpoint(path), path, device)
 
 
+def lineage(ckpt, path):
+    """The runs a new run started from (--init-from path): the checkpoint's own lineage, then the checkpoint
+    itself, each as its path, epoch, validation score, code version and what it learned from (ckpt["data"])."""
+    cfg, data = ckpt.get("config", {}), dict(ckpt.get("data") or {})
+    earlier = data.pop("started_from", [])
+    return earlier + [dict(path=str(path), epoch=ckpt.get("epoch"), epochs=cfg.get("epochs"),
+                           best_val_si_sdr=ckpt.get("best_val_si_sdr"), code_version=ckpt.get("code_version"),
+                           data=data)]
+
+
 def describe_checkpoint(ckpt, path):
     """A few lines on a checkpoint: architecture, training run, and the data it learned from (ckpt["data"])."""
     cfg, data = ckpt.get("config", {}), ckpt.get("data")
@@ -83,6 +93,12 @@ def describe_checkpoint(ckpt, path):
     if cfg.get("corpus_weights"):
         lines.append(f"corpus weights: {' '.join(cfg['corpus_weights'])}")
     lines.append(f"prepared set: {data.get('data_dir')} (manifest.csv MD5 {data.get('manifest_md5')})")
+    for run in data.get("started_from", []):  # a fine-tuned model also learned from the runs it started from
+        d = run.get("data") or {}
+        lines.append(f"started from: {run['path']}, epoch {run.get('epoch')} of {run.get('epochs')}, best validation "
+                     f"SI-SDR {run.get('best_val_si_sdr') or float('nan'):.2f} dB, code {run.get('code_version')}; "
+                     f"trained on {d.get('data_dir', '?')} ({fmt(d.get('speech_minutes'))} min of speech, "
+                     f"{fmt(d.get('noise_minutes'))} min of noise)")
     return "\n".join(lines)
 
 

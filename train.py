@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_sdr, temp_path
-from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
 from dataset import MixtureDataset, RemixDataset, read_manifest
 from losses import loss_fn
 from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, describe
@@ -337,14 +337,19 @@ def load_data(args, rank, world, device):
                            corpora=sorted({r.get("corpus") or "" for r in val_set.rows}))
 
 
-def make_model(args, ckpt, ckpt_path, audio, device, log):
-    """A resumed run's model, the --init-from weights, or a new model from the architecture flags."""
+def make_model(args, ckpt, ckpt_path, data, device, log):
+    """A resumed run's model, the --init-from weights, or a new model from the architecture flags. The runs the
+    weights started from go into data.summary["started_from"] (ckpt["data"]), so a fine-tuned model names them."""
+    audio = data.audio
     if ckpt is not None:
         model = model_from_checkpoint(ckpt, ckpt_path).train()
+        if (ckpt.get("data") or {}).get("started_from"):
+            data.summary["started_from"] = ckpt["data"]["started_from"]
     elif args.init_from:
         init = load_checkpoint(args.init_from)
         check_same_architecture(init, args, args.init_from)
         model = model_from_checkpoint(init, args.init_from).train()
+        data.summary["started_from"] = lineage(init, args.init_from)
         log(f"initialised from {args.init_from}")
     else:
         model = NoiseSubtractionDenoiser(ModelConfig(**{k: getattr(args, k) for k in ARCH_FLAGS}), audio)
@@ -470,7 +475,7 @@ def main(argv=None):
     paths = output_paths(args, master)
     ckpt, ckpt_path = resume_checkpoint(args, paths, log)
     data = load_data(args, rank, world, device)
-    raw_model = make_model(args, ckpt, ckpt_path, data.audio, device, log)
+    raw_model = make_model(args, ckpt, ckpt_path, data, device, log)
     amp_dtype = pick_precision(args.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = math.ceil(len(data.train_set) / (args.batch_size * world))

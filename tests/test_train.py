@@ -6,6 +6,7 @@ import torch
 
 import train
 from audio import UserError
+from checkpoint import describe_checkpoint
 from conftest import TINY_MODEL
 
 
@@ -59,6 +60,19 @@ def test_init_from_fine_tunes(prepared, trained, tmp_path):
                 "--epochs", "1", "--batch-size", "4", "--segment-seconds", "1"])
     ckpt = torch.load(tmp_path / "ft.pt", weights_only=True)
     assert ckpt["model_args"]["base_channels"] == 8  # the architecture comes from the checkpoint
+    # it names the run it started from, with that run's epoch, score and data; a second generation names both
+    parent = torch.load(trained, weights_only=True)
+    (run,) = ckpt["data"]["started_from"]
+    assert run["path"] == str(trained) and run["epoch"] == parent["epoch"] and run["epochs"] == 10
+    assert run["best_val_si_sdr"] == parent["best_val_si_sdr"] and run["data"] == parent["data"]
+    train.main(["--out", str(tmp_path / "ft2.pt"), "--init-from", str(tmp_path / "ft.pt"), "--data-dir", str(prepared),
+                "--epochs", "1", "--batch-size", "4", "--segment-seconds", "1"])
+    ft2 = torch.load(tmp_path / "ft2.pt", weights_only=True)
+    assert [r["path"] for r in ft2["data"]["started_from"]] == [str(trained), str(tmp_path / "ft.pt")]
+    assert "started_from" not in ft2["data"]["started_from"][1]["data"]  # flat, not nested
+    text = describe_checkpoint(ft2, tmp_path / "ft2.pt")
+    assert text.count("started from: ") == 2 and f"started from: {trained}, epoch {parent['epoch']} of 10" in text
+    assert "started_from" not in parent["data"]  # a run from scratch names none
 
 
 def test_errors(prepared, tmp_path):
