@@ -73,6 +73,9 @@ def test_init_from_fine_tunes(prepared, trained, tmp_path):
     text = describe_checkpoint(ft2, tmp_path / "ft2.pt")
     assert text.count("started from: ") == 2 and f"started from: {trained}, epoch {parent['epoch']} of 10" in text
     assert "started_from" not in parent["data"]  # a run from scratch names none
+    train.main(["--out", str(tmp_path / "ft2.pt"), "--resume", "--epochs", "2"])  # and --resume keeps the lineage
+    resumed = torch.load(tmp_path / "ft2_last.pt", weights_only=True)
+    assert resumed["epoch"] == 2 and resumed["data"]["started_from"] == ft2["data"]["started_from"]
 
 
 def test_errors(prepared, tmp_path):
