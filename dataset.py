@@ -6,7 +6,9 @@ Datasets over a prepared set (see prepare_data.py for the layout).
 - RemixDataset: on-the-fly remixing for training. Each item pairs a clean voice chunk with
   a random noise chunk of the same split at a fresh SNR, level and offset, drawn from
   (seed, epoch, index): every epoch sees new mixtures, and a resumed run sees the same
-  ones an uninterrupted run would have.
+  ones an uninterrupted run would have. With eq_prob > 0, voice and noise each pass, with that
+  probability, through their own random second-order filter before mixing (RNNoise's trick for
+  unseen microphones and rooms): the target is the filtered voice.
 Items are (noisy, voice) float32 tensors of shape [samples].
 """
 import csv
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from scipy.signal import lfilter
 from torch.utils.data import Dataset
 
 from audio import AudioConfig, UserError, mix
@@ -51,15 +54,23 @@ class MixtureDataset(Dataset):
         return torch.from_numpy(read_wav(self.path(i, "noisy_voice"))), torch.from_numpy(read_wav(self.path(i, "voice")))
 
 
+def random_eq(x, rng):
+    """x through a random stable second-order filter, (1 + b1 z^-1 + b2 z^-2) / (1 + a1 z^-1 + a2 z^-2) with every
+    tap in [-3/8, 3/8] as in RNNoise's training: a tilt or bump of up to about 17 dB."""
+    b, a = np.r_[1.0, rng.uniform(-0.375, 0.375, 2)], np.r_[1.0, rng.uniform(-0.375, 0.375, 2)]
+    return lfilter(b, a, x).astype(np.float32)
+
+
 class RemixDataset(Dataset):
     def __init__(self, root, split="train", segment_seconds=2.0, snr_range=(-5, 15), level_range=(-35, -15),
-                 seed=0, sample_rate=AudioConfig.sample_rate):
+                 seed=0, sample_rate=AudioConfig.sample_rate, eq_prob=0.0):
         fixed = MixtureDataset(root, split)
         self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
         self.corpora = [r.get("corpus") or "" for r in fixed.rows]  # sets made before corpora were named: ""
         self.noises = [fixed.path(i, "noise") for i in range(len(fixed))]
         self.segment = round(segment_seconds * sample_rate)
         self.snr_range, self.level_range, self.seed, self.epoch = snr_range, level_range, seed, 0
+        self.eq_prob = eq_prob
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -89,6 +100,8 @@ class RemixDataset(Dataset):
             noise = self.crop(read_wav(self.noises[rng.integers(len(self.noises))]), rng)
             if np.abs(noise).max() > 1e-5:
                 break
+        eq_rng = np.random.default_rng([self.seed, self.epoch, i, 1])  # its own stream: eq_prob=0 changes nothing
+        voice, noise = (random_eq(x, eq_rng) if eq_rng.random() < self.eq_prob else x for x in (voice, noise))
         if np.abs(voice).max() < 1e-5:  # a silent voice crop: the target is silence, noise alone is the input
             noisy, voice = noise.astype(np.float32), np.zeros_like(voice)
         else:

@@ -57,6 +57,9 @@ def parse_args(argv=None):
                         "names them, e.g. hsc_00C=2); the epoch length stays the number of training voices")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR (dB) of the remixed training mixtures")
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"), help="RMS level (dBFS) of the remixed training mixtures")
+    p.add_argument("--eq-prob", type=float, default=0.0,
+                   help="chance that the voice, and separately the noise, of a training mixture pass through a random "
+                        "second-order filter (spectral tilts and bumps of up to about 17 dB)")
     p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}; the seed used 64)")
     p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed)")
     p.add_argument("--norm", choices=("batch", "none"), help=f"default {MODEL_DEFAULTS['norm']}")
@@ -101,6 +104,8 @@ def check_args(p, args):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0 or args.segment_seconds <= 0:
         p.error("--lr and --segment-seconds must be positive")
+    if not 0 <= args.eq_prob <= 1:
+        p.error("--eq-prob must be between 0 and 1")
     try:
         weights = corpus_weights(args)
     except ValueError:
@@ -327,7 +332,7 @@ def load_data(args, rank, world, device):
     read_manifest(args.data_dir)  # a clear error when there is no prepared set
     summary = data_summary(args.data_dir, hashlib.md5((args.data_dir / "manifest.csv").read_bytes()).hexdigest())
     train_set = RemixDataset(args.data_dir, "train", args.segment_seconds, args.snr_range, args.level_range,
-                             args.seed, audio.sample_rate)
+                             args.seed, audio.sample_rate, args.eq_prob)
     val_set = MixtureDataset(args.data_dir, "val")
     workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
     mine = range(rank, len(val_set), world)  # each rank scores its share; the sums are reduced across ranks

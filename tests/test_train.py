@@ -181,6 +181,35 @@ def test_corpus_weights_draw_as_asked(prepared, tmp_path):
         train.parse_args(["--corpus-weights", "a"])
 
 
+def test_eq_reshapes_voice_and_noise_before_mixing(prepared):
+    import numpy as np
+    from scipy.signal import welch
+    from dataset import RemixDataset, random_eq
+    plain, eq = RemixDataset(prepared, "train", 1.0), RemixDataset(prepared, "train", 1.0, eq_prob=1.0)
+
+    def snr(noisy, voice):
+        return 10 * np.log10(np.sum(voice.numpy() ** 2) / np.sum((noisy - voice).numpy() ** 2))
+
+    def band_db(x):  # long-term spectrum in 8 bands
+        _, pxx = welch(x.numpy(), nperseg=256)
+        return 10 * np.log10(np.array([b.mean() for b in np.array_split(pxx, 8)]) + 1e-20)
+    tilts = []
+    for i in range(len(plain)):
+        (n0, v0), (n1, v1) = plain[i], eq[i]
+        assert torch.equal(n1, eq[i][0])  # drawn from (seed, epoch, index): the same item every time
+        assert snr(n1, v1) == pytest.approx(snr(n0, v0), abs=0.01)  # filtered first, then mixed at the drawn SNR
+        if v0.abs().max() > 0:
+            shape = band_db(v1) - band_db(v0)  # the same crop of the same voice, reshaped
+            tilts.append(shape.max() - shape.min())
+    assert np.median(tilts) > 2.0
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(16000)
+    gains = [10 * np.log10(np.mean(random_eq(white, rng) ** 2)) for _ in range(200)]
+    assert -20 < min(gains) and max(gains) < 20  # stable filters of bounded gain
+    with pytest.raises(SystemExit):
+        train.parse_args(["--eq-prob", "1.5"])
+
+
 def test_complex_subtraction_trains_and_is_kept_in_the_checkpoint(prepared, tmp_path):
     from checkpoint import load_model
     out = tmp_path / "complex" / "unet.pt"
