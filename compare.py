@@ -8,8 +8,10 @@ Paired tests between denoisers over the same files: is one really ahead of anoth
 Means and confidence intervals per system overlap long before a difference is real or not; a
 paired test looks at the per-file differences. For each metric and each other system this prints
 the mean difference (system minus other) with a 95% paired-bootstrap interval, how many files
-went each way, and the two-sided Wilcoxon signed-rank p-value. "ahead" is printed only where
-the difference is positive and p < --alpha; "behind" where negative and p < --alpha; else "on par".
+went each way, and the two-sided Wilcoxon signed-rank p-value. "ahead" is printed only where both agree: p < --alpha
+and the whole interval above zero; "behind" where p < --alpha and the interval below zero; else "on par".
+(The Wilcoxon test ranks the differences, so it can reject where a few large losses pull the mean the
+other way: files mostly better, mean worse. That is not a difference to claim either way.)
 Reads the JSON that `evaluate.py` writes (per_file[i][system][metric]) and the one the team's
 benchmark harness writes (systems[name].per_file[i][metric]). With several JSONs, the systems of the
 second and later files are named FILE:SYSTEM (FILE is the file's name without .json) and files
@@ -59,6 +61,15 @@ def paired(a, b, n_boot, rng):
                 p=float(p), n=len(d))
 
 
+def verdict_of(r, alpha):
+    """ahead / behind only where the Wilcoxon test and the bootstrap interval of the mean agree."""
+    if r["p"] < alpha and r["lo"] > 0:
+        return "ahead"
+    if r["p"] < alpha and r["hi"] < 0:
+        return "behind"
+    return "on par"
+
+
 def read_tables(paths):
     """One {system: {file id: {metric: value}}} over all the JSONs; later files' systems as FILE:SYSTEM."""
     merged = {}
@@ -98,7 +109,7 @@ def main(argv=None):
                 continue
             r = paired([table[system][i][metric] for i in ids], [table[other][i][metric] for i in ids],
                        args.bootstrap, rng)
-            verdict = ("on par" if not r["p"] < args.alpha else "ahead" if r["diff"] > 0 else "behind")
+            verdict = verdict_of(r, args.alpha)
             rows += 1
             print(f"| {metric} | {other} | {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | "
                   f"{r['wins']} / {r['losses']} of {r['n']} | {r['p']:.2g} | {verdict} |")

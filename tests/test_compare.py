@@ -29,6 +29,18 @@ def test_ahead_behind_on_par(tmp_path, capsys):
     assert verdicts(capsys) == {"peer_worse": "ahead", "peer_better": "behind", "peer_same": "on par"}
 
 
+def test_a_rank_shift_the_mean_contradicts_is_on_par(tmp_path, capsys):
+    """Most files a little better, a few much worse: Wilcoxon rejects, the mean points the other way."""
+    base = np.linspace(1.5, 3.0, 55)
+    d = np.r_[np.full(50, 0.1), np.full(5, -2.0)]
+    values = {"ours": base + d, "peer": base}
+    compare.main([str(harness_json(tmp_path / "bench.json", values)), "--metrics", "pesq_wb"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| pesq_wb"))
+    p = float(row.split("|")[-3])
+    assert p < 0.05 and d.mean() < 0  # the test alone would have said "behind" (or "ahead")
+    assert row.split("|")[-2].strip() == "on par"
+
+
 def test_reads_evaluate_json_and_refuses_unknown_systems(tmp_path, capsys):
     rng = np.random.default_rng(1)
     files = [{"id": str(i), "noisy": {"pesq_wb": 1.2 + 0.1 * rng.random()}, "unet": {"pesq_wb": 2.0 + 0.1 * rng.random()},
