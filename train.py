@@ -34,7 +34,7 @@ from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
 from dataset import MixtureDataset, RemixDataset, read_manifest
 from losses import loss_fn
-from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, describe
+from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude, describe
 
 ARCH_FLAGS = ("base_channels", "depth", "norm", "floor_db", "subtraction")  # defaults: unet.ModelConfig
 UNSET = object()  # a flag not given on the command line
@@ -213,11 +213,11 @@ def inherit_settings(ckpt, args):
     return taken
 
 
-def check_same_architecture(ckpt, args, path):
-    """Architecture flags given with --resume/--init-from must agree with the checkpoint."""
+def check_same_architecture(ckpt, args, path, exempt=frozenset()):
+    """Architecture flags given with --resume/--init-from must agree with the checkpoint (but those exempt)."""
     has = ModelConfig.from_dict(ckpt["model_args"])
     clash = [f"--{k.replace('_', '-')} {getattr(args, k)} but {path} has {getattr(has, k)}"
-             for k in sorted(args.arch_given) if getattr(has, k) != getattr(args, k)]
+             for k in sorted(args.arch_given - set(exempt)) if getattr(has, k) != getattr(args, k)]
     if clash:
         raise UserError(f"the checkpoint's architecture wins: {'; '.join(clash)} (leave those flags out)")
 
@@ -352,10 +352,13 @@ def make_model(args, ckpt, ckpt_path, data, device, log):
             data.summary["started_from"] = ckpt["data"]["started_from"]
     elif args.init_from:
         init = load_checkpoint(args.init_from)
-        check_same_architecture(init, args, args.init_from)
-        model = model_from_checkpoint(init, args.init_from).train()
+        model = model_from_checkpoint(init, args.init_from)
+        # --subtraction complex from a magnitude model: its U-Net carries over, with a new head (unet.complex_from_magnitude)
+        to_complex = "subtraction" in args.arch_given and args.subtraction == "complex" and model.subtraction == "magnitude"
+        check_same_architecture(init, args, args.init_from, exempt={"subtraction"} if to_complex else set())
+        model = (complex_from_magnitude(model) if to_complex else model).train()
         data.summary["started_from"] = lineage(init, args.init_from)
-        log(f"initialised from {args.init_from}")
+        log(f"initialised from {args.init_from}" + (", its U-Net under a new complex head" if to_complex else ""))
     else:
         model = NoiseSubtractionDenoiser(ModelConfig(**{k: getattr(args, k) for k in ARCH_FLAGS}), audio)
     if model.audio != audio:

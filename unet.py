@@ -162,6 +162,26 @@ def build_model(model_args, audio_dict):
     return NoiseSubtractionDenoiser(ModelConfig.from_dict(model_args), AudioConfig.from_dict(audio_dict))
 
 
+def complex_from_magnitude(model):
+    """A complex-subtraction model that starts from a magnitude model's U-Net: every layer copied, the first
+    convolution's two new input channels (cos, sin of the phase) and the head at zero. The head starts at
+    zero because the two heads map logits differently (a sigmoid against tanh of a length): at the start
+    M = 0 and the model passes its input through; training then teaches the head on the learned features."""
+    if model.subtraction != "magnitude":
+        raise ValueError("complex_from_magnitude needs a magnitude-subtraction model")
+    new = NoiseSubtractionDenoiser(replace(model.config, subtraction="complex"), model.audio)
+    state = new.state_dict()
+    for k, v in model.state_dict().items():
+        if k.startswith("unet.out."):
+            state[k] = torch.zeros_like(state[k])
+        elif state[k].shape == v.shape:
+            state[k] = v
+        else:  # the first convolution: [out, 1, 3, 3] -> [out, 3, 3, 3]
+            state[k] = torch.cat([v, v.new_zeros(v.shape[0], state[k].shape[1] - v.shape[1], *v.shape[2:])], dim=1)
+    new.load_state_dict(state)
+    return new
+
+
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 

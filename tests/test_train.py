@@ -78,6 +78,23 @@ def test_init_from_fine_tunes(prepared, trained, tmp_path):
     assert resumed["epoch"] == 2 and resumed["data"]["started_from"] == ft2["data"]["started_from"]
 
 
+def test_init_from_a_magnitude_model_into_complex_subtraction(prepared, trained, tmp_path):
+    """--subtraction complex with --init-from a magnitude model: its U-Net under a new complex head, trained on."""
+    out = tmp_path / "c.pt"
+    train.main(["--data-dir", str(prepared), "--out", str(out), "--init-from", str(trained), "--subtraction", "complex",
+                "--epochs", "2", "--batch-size", "4", "--segment-seconds", "1"])
+    ckpt, parent = torch.load(out, weights_only=True), torch.load(trained, weights_only=True)
+    assert ckpt["model_args"] == {**parent["model_args"], "subtraction": "complex"}
+    assert [r["path"] for r in ckpt["data"]["started_from"]] == [str(trained)]
+    inner = "unet.bottleneck.conv.0.weight"  # trained on from the parent's weights, not from scratch
+    assert torch.nn.functional.cosine_similarity(ckpt["model"][inner].flatten(), parent["model"][inner].flatten(), 0) > 0.9
+    history = ckpt["history"]
+    assert max(h["val_si_sdr"] for h in history) > history[0]["val_noisy_si_sdr"] + 1.0  # the new head learned
+    with pytest.raises(UserError, match="architecture wins"):  # other architecture flags still must agree
+        train.main(["--data-dir", str(prepared), "--out", str(tmp_path / "d.pt"), "--init-from", str(trained),
+                    "--subtraction", "complex", "--depth", "3"])
+
+
 def test_errors(prepared, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
         train.main(["--data-dir", str(prepared), "--out", str(tmp_path / "x.pt"), "--resume"])

@@ -5,7 +5,8 @@ import torch
 
 from audio import AudioConfig, istft, si_sdr, stft
 from conftest import noise_clip, voiced
-from unet import ModelConfig, NoiseSubtractionDenoiser, UNet, count_parameters, subtract_complex_noise, subtract_noise
+from unet import (ModelConfig, NoiseSubtractionDenoiser, UNet, complex_from_magnitude, count_parameters,
+                  subtract_complex_noise, subtract_noise)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
@@ -107,3 +108,21 @@ def test_the_shipped_magnitude_model_denoises_as_the_magnitude_formula():
         expect = istft(spec * torch.maximum(mag - frac * mag, model.floor * mag) / mag.clamp_min(1e-20),
                        model.audio, x.shape[-1]) / gain
     assert torch.allclose(y, expect, atol=1e-6)
+
+
+def test_complex_from_magnitude_keeps_the_unet_and_starts_as_identity():
+    torch.manual_seed(0)
+    mag = NoiseSubtractionDenoiser(ModelConfig(base_channels=8, depth=2)).eval()
+    cplx = complex_from_magnitude(mag).eval()
+    assert cplx.subtraction == "complex" and mag.subtraction == "magnitude"  # the source is left as it was
+    old, new = mag.state_dict(), cplx.state_dict()
+    first = "unet.downs.0.conv.conv.0.weight"
+    assert torch.equal(new[first][:, :1], old[first]) and not new[first][:, 1:].any()  # phase channels start at 0
+    assert not new["unet.out.weight"].any() and not new["unet.out.bias"].any()
+    assert all(torch.equal(new[k], v) for k, v in old.items() if k != first and not k.startswith("unet.out."))
+    x = 0.1 * torch.randn(2, 8000)
+    y, noise = cplx(x)
+    assert torch.allclose(y, x, atol=1e-5) and noise.abs().max() == 0  # M = 0: nothing subtracted yet
+    assert not torch.allclose(mag(x)[0], x, atol=1e-3)  # (while the magnitude model does subtract)
+    with pytest.raises(ValueError, match="needs a magnitude"):
+        complex_from_magnitude(cplx)
