@@ -8,8 +8,9 @@ Paired tests between denoisers over the same files: is one really ahead of anoth
 Means and confidence intervals per system overlap long before a difference is real or not; a
 paired test looks at the per-file differences. For each metric and each other system this prints
 the mean difference (system minus other) with a 95% paired-bootstrap interval, how many files
-went each way, and the two-sided Wilcoxon signed-rank p-value. "ahead" is printed only where both agree: p < --alpha
-and the whole interval above zero; "behind" where p < --alpha and the interval below zero; else "on par".
+went each way, and the two-sided Wilcoxon signed-rank p-value. "ahead" is printed only where both
+agree: p < --alpha and the whole interval above zero; "behind" where p < --alpha and the interval
+below zero; else "on par".
 (The Wilcoxon test ranks the differences, so it can reject where a few large losses pull the mean the
 other way: files mostly better, mean worse. That is not a difference to claim either way.)
 Reads the JSON that `evaluate.py` writes (per_file[i][system][metric]) and the one the team's

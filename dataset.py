@@ -100,8 +100,9 @@ class RemixDataset(Dataset):
             noise = self.crop(read_wav(self.noises[rng.integers(len(self.noises))]), rng)
             if np.abs(noise).max() > 1e-5:
                 break
-        eq_rng = np.random.default_rng([self.seed, self.epoch, i, 1])  # its own stream: eq_prob=0 changes nothing
-        voice, noise = (random_eq(x, eq_rng) if eq_rng.random() < self.eq_prob else x for x in (voice, noise))
+        if self.eq_prob > 0:  # its own stream, so the draws above are those of a run without it
+            eq_rng = np.random.default_rng([self.seed, self.epoch, i, 1])
+            voice, noise = (random_eq(x, eq_rng) if eq_rng.random() < self.eq_prob else x for x in (voice, noise))
         if np.abs(voice).max() < 1e-5:  # a silent voice crop: the target is silence, noise alone is the input
             noisy, voice = noise.astype(np.float32), np.zeros_like(voice)
         else:
