@@ -8,7 +8,8 @@ Datasets over a prepared set (see prepare_data.py for the layout).
   (seed, epoch, index): every epoch sees new mixtures, and a resumed run sees the same
   ones an uninterrupted run would have. With eq_prob > 0, voice and noise each pass, with that
   probability, through their own random second-order filter before mixing (RNNoise's trick for
-  unseen microphones and rooms): the target is the filtered voice.
+  unseen microphones and rooms): the target is the filtered voice. With noise weights, the noise
+  is drawn by noise corpus (the first folder of the manifest's noise_source) rather than evenly.
 Items are (noisy, voice) float32 tensors of shape [samples].
 """
 import csv
@@ -54,6 +55,24 @@ class MixtureDataset(Dataset):
         return torch.from_numpy(read_wav(self.path(i, "noisy_voice"))), torch.from_numpy(read_wav(self.path(i, "voice")))
 
 
+def noise_corpus(noise_source):
+    """The noise corpus of a manifest's noise_source: its first folder (each --noise-dir's name when
+    prepare_data.py was given several, else a folder inside the one); "" for a file at the top."""
+    return noise_source.split("/")[0] if "/" in noise_source else ""
+
+
+def per_item_weights(labels, weights, what):
+    """Sampling weights of items labelled `labels` from {label: weight} (labels not named weigh 1), summing to 1."""
+    unknown = set(weights) - set(labels)
+    if unknown:
+        raise UserError(f"no {what} {', '.join(sorted(unknown))} in this set; it has: "
+                        f"{', '.join(sorted(set(labels))) or '(none named)'}")
+    w = np.array([weights.get(c, 1.0) for c in labels], dtype=np.float64)
+    if not w.sum() > 0:
+        raise UserError(f"the {what} weights leave nothing to draw")
+    return w / w.sum()
+
+
 def random_eq(x, rng):
     """x through a random stable second-order filter, (1 + b1 z^-1 + b2 z^-2) / (1 + a1 z^-1 + a2 z^-2) with every
     tap in [-3/8, 3/8] as in RNNoise's training: a tilt or bump of up to about 17 dB."""
@@ -68,6 +87,8 @@ class RemixDataset(Dataset):
         self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
         self.corpora = [r.get("corpus") or "" for r in fixed.rows]  # sets made before corpora were named: ""
         self.noises = [fixed.path(i, "noise") for i in range(len(fixed))]
+        self.noise_corpora = [noise_corpus(r.get("noise_source") or "") for r in fixed.rows]
+        self.noise_cdf = None  # drawn evenly; set_noise_weights draws them by corpus
         self.segment = round(segment_seconds * sample_rate)
         self.snr_range, self.level_range, self.seed, self.epoch = snr_range, level_range, seed, 0
         self.eq_prob = eq_prob
@@ -76,13 +97,14 @@ class RemixDataset(Dataset):
         self.epoch = epoch
 
     def corpus_weights(self, weights):
-        """Per-item sampling weights from {corpus: weight} (corpora not named weigh 1), normalised to sum 1."""
-        unknown = set(weights) - set(self.corpora)
-        if unknown:
-            raise UserError(f"no corpus {', '.join(sorted(unknown))} in this set; it has: "
-                            f"{', '.join(sorted(set(self.corpora))) or '(none named)'}")
-        w = np.array([weights.get(c, 1.0) for c in self.corpora], dtype=np.float64)
-        return w / w.sum()
+        """Per-voice sampling weights from {corpus: weight} (corpora not named weigh 1), normalised to sum 1."""
+        return per_item_weights(self.corpora, weights, "corpus")
+
+    def set_noise_weights(self, weights):
+        """Draw each mixture's noise by {noise corpus: weight} (corpora not named weigh 1); returns the weights."""
+        w = per_item_weights(self.noise_corpora, weights, "noise corpus")
+        self.noise_cdf = np.cumsum(w)
+        return w
 
     def __len__(self):
         return len(self.voices)
@@ -97,7 +119,9 @@ class RemixDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         voice = self.crop(read_wav(self.voices[i]), rng)
         for _ in range(10):  # a crop of pure silence cannot be mixed at an SNR: draw again
-            noise = self.crop(read_wav(self.noises[rng.integers(len(self.noises))]), rng)
+            j = rng.integers(len(self.noises)) if self.noise_cdf is None else \
+                min(np.searchsorted(self.noise_cdf, rng.random() * self.noise_cdf[-1], side="right"), len(self.noises) - 1)
+            noise = self.crop(read_wav(self.noises[j]), rng)
             if np.abs(noise).max() > 1e-5:
                 break
         if self.eq_prob > 0:  # its own stream, so the draws above are those of a run without it

@@ -55,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--corpus-weights", nargs="+", default=[], metavar="CORPUS=W",
                    help="draw training voices of CORPUS W times as often as others (corpora as prepare_data.py "
                         "names them, e.g. hsc_00C=2); the epoch length stays the number of training voices")
+    p.add_argument("--noise-weights", nargs="+", default=[], metavar="CORPUS=W",
+                   help="draw training noise from noise corpus CORPUS W times as often as from others (the first "
+                        "folder of the manifest's noise_source: each --noise-dir's name when prepare_data.py had "
+                        "several, e.g. noise=4)")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR (dB) of the remixed training mixtures")
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"), help="RMS level (dBFS) of the remixed training mixtures")
     p.add_argument("--eq-prob", type=float, default=0.0,
@@ -106,17 +110,24 @@ def check_args(p, args):
         p.error("--lr and --segment-seconds must be positive")
     if not 0 <= args.eq_prob <= 1:
         p.error("--eq-prob must be between 0 and 1")
-    try:
-        weights = corpus_weights(args)
-    except ValueError:
-        p.error("--corpus-weights takes CORPUS=WEIGHT pairs, e.g. hsc_00C=2")
-    if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()):
-        p.error("--corpus-weights must be finite and not negative")
+    for flag, pairs, example in (("--corpus-weights", args.corpus_weights, "hsc_00C=2"),
+                                 ("--noise-weights", args.noise_weights, "noise=4")):
+        try:
+            weights = parse_weights(pairs)
+        except ValueError:
+            p.error(f"{flag} takes CORPUS=WEIGHT pairs, e.g. {example}")
+        if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()):
+            p.error(f"{flag} must be finite and not negative")
+
+
+def parse_weights(pairs):
+    """CORPUS=W pairs (--corpus-weights, --noise-weights) as {corpus: weight}."""
+    return {k: float(v) for k, v in (w.split("=", 1) for w in pairs)}
 
 
 def corpus_weights(args):
     """--corpus-weights as {corpus: weight} (parse_args has checked the pairs)."""
-    return {k: float(v) for k, v in (w.split("=", 1) for w in args.corpus_weights)}
+    return parse_weights(args.corpus_weights)
 
 
 def data_summary(data_dir, manifest_md5):
@@ -333,6 +344,8 @@ def load_data(args, rank, world, device):
     summary = data_summary(args.data_dir, hashlib.md5((args.data_dir / "manifest.csv").read_bytes()).hexdigest())
     train_set = RemixDataset(args.data_dir, "train", args.segment_seconds, args.snr_range, args.level_range,
                              args.seed, audio.sample_rate, args.eq_prob)
+    if args.noise_weights:
+        train_set.set_noise_weights(parse_weights(args.noise_weights))
     val_set = MixtureDataset(args.data_dir, "val")
     workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
     mine = range(rank, len(val_set), world)  # each rank scores its share; the sums are reduced across ranks
@@ -387,12 +400,17 @@ def build_optimizer(args, model, ckpt, steps_per_epoch, log):
 
 
 def log_start(args, model, data, device, world, amp_dtype, log):
-    """One line on the model, the device and the data (and, with --corpus-weights, each corpus's share)."""
+    """One line on the model, the device and the data (and, with --corpus-weights or --noise-weights, each
+    corpus's share of the draws)."""
     train_set = data.train_set
+    shares = []
     if args.corpus_weights:
-        w = train_set.corpus_weights(corpus_weights(args))
-        shares = {c: w[[i for i, x in enumerate(train_set.corpora) if x == c]].sum() for c in sorted(set(train_set.corpora))}
-        log("training voices drawn by corpus: " + ", ".join(f"{c} {100 * v:.0f}%" for c, v in shares.items()))
+        shares.append(("voices", train_set.corpora, train_set.corpus_weights(corpus_weights(args))))
+    if train_set.noise_cdf is not None:
+        shares.append(("noises", train_set.noise_corpora, np.diff(train_set.noise_cdf, prepend=0)))
+    for what, labels, w in shares:
+        labels = np.array(labels)
+        log(f"training {what} drawn by corpus: " + ", ".join(f"{c} {100 * w[labels == c].sum():.0f}%" for c in sorted(set(labels))))
     log(f"{describe(model)}; device {device}{f' x {world} processes' if world > 1 else ''}; "
         f"{str(amp_dtype or torch.float32).replace('torch.', '')} autocast; "
         f"{len(train_set)} training voices remixed each epoch, {len(data.val_set)} validation mixtures")

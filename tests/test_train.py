@@ -239,3 +239,36 @@ def test_complex_subtraction_trains_and_is_kept_in_the_checkpoint(prepared, tmp_
     assert load_model(out).subtraction == "complex"
     with pytest.raises(UserError, match="architecture wins"):
         train.main(["--out", str(out), "--resume", "--subtraction", "magnitude"])
+
+
+def test_noise_weights_draw_noise_by_corpus(prepared, monkeypatch):
+    import numpy as np
+    import dataset
+    ds = dataset.RemixDataset(prepared, "train", 1.0)
+    assert set(ds.noise_corpora) == {"hiss", "band"}  # the folders inside the one --noise-dir
+    drawn = []
+    read = dataset.read_wav
+    monkeypatch.setattr(dataset, "read_wav", lambda p: drawn.append(p) or read(p))
+
+    def hiss_share(epochs):
+        drawn.clear()
+        for e in range(epochs):
+            ds.set_epoch(e)
+            for i in range(len(ds)):
+                ds[i]
+        noise = [p for p in drawn if p.parent.name == "noise"]
+        return np.mean([ds.noise_corpora[ds.noises.index(p)] == "hiss" for p in noise])
+    even = np.mean(np.array(ds.noise_corpora) == "hiss")
+    assert hiss_share(40) == pytest.approx(even, abs=0.05)  # no weights: as the set holds them
+    w = ds.set_noise_weights({"hiss": 3})
+    assert w.sum() == pytest.approx(1)
+    assert hiss_share(40) == pytest.approx(3 * even / (3 * even + 1 - even), abs=0.05)
+    ds.set_epoch(0)
+    assert torch.equal(ds[0][0], ds[0][0])  # still drawn from (seed, epoch, index)
+    ds.set_noise_weights({"hiss": 0})
+    assert hiss_share(5) == 0
+    with pytest.raises(UserError, match="no noise corpus rain"):
+        ds.set_noise_weights({"rain": 2})
+    with pytest.raises(SystemExit):
+        train.parse_args(["--noise-weights", "hiss"])
+    assert dataset.noise_corpus("esc10/audio/1-1.flac") == "esc10" and dataset.noise_corpus("n1.wav") == ""
