@@ -94,6 +94,8 @@ def describe_checkpoint(ckpt, path):
         lines.append(f"corpus weights: {' '.join(cfg['corpus_weights'])}")
     if cfg.get("noise_weights"):
         lines.append(f"noise weights: {' '.join(cfg['noise_weights'])}")
+    if cfg.get("noise_mix_prob"):
+        lines.append(f"two noise recordings in {cfg['noise_mix_prob']:.0%} of the training mixtures")
     lines.append(f"prepared set: {data.get('data_dir')} (manifest.csv MD5 {data.get('manifest_md5')})")
     for run in data.get("started_from", []):  # a fine-tuned model also learned from the runs it started from
         d = run.get("data") or {}

@@ -9,7 +9,9 @@ Datasets over a prepared set (see prepare_data.py for the layout).
   ones an uninterrupted run would have. With eq_prob > 0, voice and noise each pass, with that
   probability, through their own random second-order filter before mixing (RNNoise's trick for
   unseen microphones and rooms): the target is the filtered voice. With noise weights, the noise
-  is drawn by noise corpus (the first folder of the manifest's noise_source) rather than evenly.
+  is drawn by noise corpus (the first folder of the manifest's noise_source) rather than evenly. With
+  noise_mix_prob > 0, that share of the mixtures carry two noise recordings at once, the second within
+  5 dB of the first (as DNS-challenge training mixes), so that a few minutes of noise make many more scenes.
 Items are (noisy, voice) float32 tensors of shape [samples].
 """
 import csv
@@ -73,6 +75,10 @@ def per_item_weights(labels, weights, what):
     return w / w.sum()
 
 
+def rms(x):
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
 def random_eq(x, rng):
     """x through a random stable second-order filter, (1 + b1 z^-1 + b2 z^-2) / (1 + a1 z^-1 + a2 z^-2) with every
     tap in [-3/8, 3/8] as in RNNoise's training: a tilt or bump of up to about 17 dB."""
@@ -82,7 +88,7 @@ def random_eq(x, rng):
 
 class RemixDataset(Dataset):
     def __init__(self, root, split="train", segment_seconds=2.0, snr_range=(-5, 15), level_range=(-35, -15),
-                 seed=0, sample_rate=AudioConfig.sample_rate, eq_prob=0.0):
+                 seed=0, sample_rate=AudioConfig.sample_rate, eq_prob=0.0, noise_mix_prob=0.0):
         fixed = MixtureDataset(root, split)
         self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
         self.corpora = [r.get("corpus") or "" for r in fixed.rows]  # sets made before corpora were named: ""
@@ -91,7 +97,7 @@ class RemixDataset(Dataset):
         self.noise_cdf = None  # drawn evenly; set_noise_weights draws them by corpus
         self.segment = round(segment_seconds * sample_rate)
         self.snr_range, self.level_range, self.seed, self.epoch = snr_range, level_range, seed, 0
-        self.eq_prob = eq_prob
+        self.eq_prob, self.noise_mix_prob = eq_prob, noise_mix_prob
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -115,15 +121,26 @@ class RemixDataset(Dataset):
         start = rng.integers(len(x) - self.segment + 1)
         return x[start:start + self.segment]
 
-    def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        voice = self.crop(read_wav(self.voices[i]), rng)
-        for _ in range(10):  # a crop of pure silence cannot be mixed at an SNR: draw again
+    def draw_noise(self, rng):
+        """A noise crop, drawn evenly or by corpus weight (a crop of pure silence cannot be mixed at an SNR: draw again)."""
+        for _ in range(10):
             j = rng.integers(len(self.noises)) if self.noise_cdf is None else \
                 min(np.searchsorted(self.noise_cdf, rng.random() * self.noise_cdf[-1], side="right"), len(self.noises) - 1)
             noise = self.crop(read_wav(self.noises[j]), rng)
             if np.abs(noise).max() > 1e-5:
                 break
+        return noise
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        voice = self.crop(read_wav(self.voices[i]), rng)
+        noise = self.draw_noise(rng)
+        if self.noise_mix_prob > 0:  # its own stream, so the draws above and below are those of a run without it
+            mix_rng = np.random.default_rng([self.seed, self.epoch, i, 2])
+            if mix_rng.random() < self.noise_mix_prob:
+                second = self.draw_noise(mix_rng)
+                gain = rms(noise) / max(rms(second), 1e-8) * 10 ** (mix_rng.uniform(-5, 5) / 20)
+                noise = (noise + gain * second).astype(np.float32)
         if self.eq_prob > 0:  # its own stream, so the draws above are those of a run without it
             eq_rng = np.random.default_rng([self.seed, self.epoch, i, 1])
             voice, noise = (random_eq(x, eq_rng) if eq_rng.random() < self.eq_prob else x for x in (voice, noise))

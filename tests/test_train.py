@@ -227,6 +227,36 @@ def test_eq_reshapes_voice_and_noise_before_mixing(prepared):
         train.parse_args(["--eq-prob", "1.5"])
 
 
+def test_noise_mixing_puts_two_recordings_in_a_mixture(prepared, tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from dataset import RemixDataset
+    t = np.arange(16000) / 16000
+    tones = []
+    for f in (500, 3000):  # two noise recordings told apart by their one tone
+        tones.append(tmp_path / f"tone{f}.wav")
+        sf.write(tones[-1], (0.1 * np.sin(2 * np.pi * f * t)).astype(np.float32), 16000)
+
+    def tones_heard(ds):
+        heard = []
+        for i in range(len(ds)):
+            noisy, voice = ds[i]
+            spec = np.abs(np.fft.rfft((noisy - voice).numpy().astype(np.float64)))
+            peak = spec.max()
+            heard.append(sum(spec[f - 3:f + 4].max() > 0.05 * peak for f in (500, 3000)))  # 1 Hz bins: 1 s crops
+        return np.array(heard)
+    plain, mixed = (RemixDataset(prepared, "train", 1.0, noise_mix_prob=p) for p in (0.0, 1.0))
+    for ds in (plain, mixed):
+        ds.noises, ds.noise_corpora = tones * 10, ["a", "b"] * 10
+    one, both = tones_heard(plain), tones_heard(mixed)
+    assert (one == 1).all()  # one recording per mixture
+    assert (both >= 1).all() and 0.25 < (both == 2).mean() < 0.75  # the second is the other recording half the time
+    half = RemixDataset(prepared, "train", 1.0, noise_mix_prob=0.5)
+    assert torch.equal(half[0][0], half[0][0])  # still drawn from (seed, epoch, index)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--noise-mix-prob", "-0.1"])
+
+
 def test_complex_subtraction_trains_and_is_kept_in_the_checkpoint(prepared, tmp_path):
     from checkpoint import load_model
     out = tmp_path / "complex" / "unet.pt"
