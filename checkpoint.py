@@ -96,6 +96,8 @@ def describe_checkpoint(ckpt, path):
         lines.append(f"noise weights: {' '.join(cfg['noise_weights'])}")
     if cfg.get("noise_mix_prob"):
         lines.append(f"two noise recordings in {cfg['noise_mix_prob']:.0%} of the training mixtures")
+    if cfg.get("speed_prob"):
+        lines.append(f"voices and noises played up to 10% faster or slower in {cfg['speed_prob']:.0%} of the draws")
     lines.append(f"prepared set: {data.get('data_dir')} (manifest.csv MD5 {data.get('manifest_md5')})")
     for run in data.get("started_from", []):  # a fine-tuned model also learned from the runs it started from
         d = run.get("data") or {}

@@ -12,6 +12,8 @@ Datasets over a prepared set (see prepare_data.py for the layout).
   is drawn by noise corpus (the first folder of the manifest's noise_source) rather than evenly. With
   noise_mix_prob > 0, that share of the mixtures carry two noise recordings at once, the second within
   5 dB of the first (as DNS-challenge training mixes), so that a few minutes of noise make many more scenes.
+  With speed_prob > 0, the voice and each noise are, with that chance, played up to 10% faster or slower
+  (resampled: pitch and formants move with the speed), so that a few hundred voices sound like more.
 Items are (noisy, voice) float32 tensors of shape [samples].
 """
 import csv
@@ -23,7 +25,7 @@ import torch
 from scipy.signal import lfilter
 from torch.utils.data import Dataset
 
-from audio import AudioConfig, UserError, mix
+from audio import AudioConfig, UserError, mix, resample
 
 
 def read_manifest(root, split=None):
@@ -88,16 +90,16 @@ def random_eq(x, rng):
 
 class RemixDataset(Dataset):
     def __init__(self, root, split="train", segment_seconds=2.0, snr_range=(-5, 15), level_range=(-35, -15),
-                 seed=0, sample_rate=AudioConfig.sample_rate, eq_prob=0.0, noise_mix_prob=0.0):
+                 seed=0, sample_rate=AudioConfig.sample_rate, eq_prob=0.0, noise_mix_prob=0.0, speed_prob=0.0):
         fixed = MixtureDataset(root, split)
         self.voices = [fixed.path(i, "voice") for i in range(len(fixed))]
         self.corpora = [r.get("corpus") or "" for r in fixed.rows]  # sets made before corpora were named: ""
         self.noises = [fixed.path(i, "noise") for i in range(len(fixed))]
         self.noise_corpora = [noise_corpus(r.get("noise_source") or "") for r in fixed.rows]
         self.noise_cdf = None  # drawn evenly; set_noise_weights draws them by corpus
-        self.segment = round(segment_seconds * sample_rate)
+        self.segment, self.sample_rate = round(segment_seconds * sample_rate), sample_rate
         self.snr_range, self.level_range, self.seed, self.epoch = snr_range, level_range, seed, 0
-        self.eq_prob, self.noise_mix_prob = eq_prob, noise_mix_prob
+        self.eq_prob, self.noise_mix_prob, self.speed_prob = eq_prob, noise_mix_prob, speed_prob
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -115,30 +117,41 @@ class RemixDataset(Dataset):
     def __len__(self):
         return len(self.voices)
 
-    def crop(self, x, rng):
-        if len(x) < self.segment:
-            x = np.tile(x, self.segment // len(x) + 1)
-        start = rng.integers(len(x) - self.segment + 1)
-        return x[start:start + self.segment]
+    def crop(self, x, rng, speed=1.0):
+        """A segment-long crop of x; at speed != 1 a crop of segment * speed samples resampled to the segment."""
+        n = round(self.segment * speed)
+        if len(x) < n:
+            x = np.tile(x, n // len(x) + 1)
+        start = rng.integers(len(x) - n + 1)
+        x = x[start:start + n]
+        if speed != 1.0:
+            x = resample(x, round(self.sample_rate * speed), self.sample_rate)
+            x = np.pad(x, (0, max(0, self.segment - len(x))))[:self.segment].astype(np.float32)
+        return x
 
-    def draw_noise(self, rng):
+    def speed(self, rng):
+        """1, or with speed_prob's chance a speed in [0.9, 1.1] (rng: this item's own stream, None without)."""
+        return rng.uniform(0.9, 1.1) if rng is not None and rng.random() < self.speed_prob else 1.0
+
+    def draw_noise(self, rng, speed=1.0):
         """A noise crop, drawn evenly or by corpus weight (a crop of pure silence cannot be mixed at an SNR: draw again)."""
         for _ in range(10):
             j = rng.integers(len(self.noises)) if self.noise_cdf is None else \
                 min(np.searchsorted(self.noise_cdf, rng.random() * self.noise_cdf[-1], side="right"), len(self.noises) - 1)
-            noise = self.crop(read_wav(self.noises[j]), rng)
+            noise = self.crop(read_wav(self.noises[j]), rng, speed)
             if np.abs(noise).max() > 1e-5:
                 break
         return noise
 
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        voice = self.crop(read_wav(self.voices[i]), rng)
-        noise = self.draw_noise(rng)
+        speed_rng = np.random.default_rng([self.seed, self.epoch, i, 3]) if self.speed_prob > 0 else None
+        voice = self.crop(read_wav(self.voices[i]), rng, self.speed(speed_rng))
+        noise = self.draw_noise(rng, self.speed(speed_rng))
         if self.noise_mix_prob > 0:  # its own stream, so the draws above and below are those of a run without it
             mix_rng = np.random.default_rng([self.seed, self.epoch, i, 2])
             if mix_rng.random() < self.noise_mix_prob:
-                second = self.draw_noise(mix_rng)
+                second = self.draw_noise(mix_rng, self.speed(speed_rng))
                 gain = rms(noise) / max(rms(second), 1e-8) * 10 ** (mix_rng.uniform(-5, 5) / 20)
                 noise = (noise + gain * second).astype(np.float32)
         if self.eq_prob > 0:  # its own stream, so the draws above are those of a run without it

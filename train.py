@@ -66,6 +66,9 @@ def parse_args(argv=None):
                         "second-order filter (spectral tilts and bumps of up to about 17 dB)")
     p.add_argument("--noise-mix-prob", type=float, default=0.0,
                    help="chance that a training mixture carries a second noise recording, within 5 dB of the first")
+    p.add_argument("--speed-prob", type=float, default=0.0,
+                   help="chance that the voice, and separately each noise, of a training mixture play up to 10%% "
+                        "faster or slower (resampled: pitch and formants move too)")
     p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}; the seed used 64)")
     p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed)")
     p.add_argument("--norm", choices=("batch", "none"), help=f"default {MODEL_DEFAULTS['norm']}")
@@ -110,7 +113,7 @@ def check_args(p, args):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0 or args.segment_seconds <= 0:
         p.error("--lr and --segment-seconds must be positive")
-    for flag in ("eq_prob", "noise_mix_prob"):
+    for flag in ("eq_prob", "noise_mix_prob", "speed_prob"):
         if not 0 <= getattr(args, flag) <= 1:
             p.error(f"--{flag.replace('_', '-')} must be between 0 and 1")
     for flag, pairs, example in (("--corpus-weights", args.corpus_weights, "hsc_00C=2"),
@@ -346,7 +349,7 @@ def load_data(args, rank, world, device):
     read_manifest(args.data_dir)  # a clear error when there is no prepared set
     summary = data_summary(args.data_dir, hashlib.md5((args.data_dir / "manifest.csv").read_bytes()).hexdigest())
     train_set = RemixDataset(args.data_dir, "train", args.segment_seconds, args.snr_range, args.level_range,
-                             args.seed, audio.sample_rate, args.eq_prob, args.noise_mix_prob)
+                             args.seed, audio.sample_rate, args.eq_prob, args.noise_mix_prob, args.speed_prob)
     if args.noise_weights:
         train_set.set_noise_weights(parse_weights(args.noise_weights))
     val_set = MixtureDataset(args.data_dir, "val")

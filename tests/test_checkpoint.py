@@ -80,7 +80,7 @@ def test_describe_a_trained_checkpoint(trained):
     r = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), str(trained)], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == said
     assert "weights" not in said and "two noise" not in said  # drawn evenly, one noise each: nothing to say
-    ckpt["config"].update(corpus_weights=["spk0=2"], noise_weights=["hiss=3"], noise_mix_prob=0.5)
+    ckpt["config"].update(corpus_weights=["spk0=2"], noise_weights=["hiss=3"], noise_mix_prob=0.5, speed_prob=0.3)
     said = describe_checkpoint(ckpt, trained)
     assert "corpus weights: spk0=2" in said and "noise weights: hiss=3" in said
-    assert "two noise recordings in 50% of the training mixtures" in said
+    assert "two noise recordings in 50% of the training mixtures" in said and "slower in 30% of the draws" in said

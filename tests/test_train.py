@@ -257,6 +257,33 @@ def test_noise_mixing_puts_two_recordings_in_a_mixture(prepared, tmp_path):
         train.parse_args(["--noise-mix-prob", "-0.1"])
 
 
+def test_speed_perturbation_moves_the_pitch_of_voice_and_noise(prepared, tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from dataset import RemixDataset
+    t = np.arange(3 * 16000) / 16000
+    for name, f in (("voice", 1000), ("noise", 4000)):
+        sf.write(tmp_path / f"{name}.wav", (0.1 * np.sin(2 * np.pi * f * t)).astype(np.float32), 16000)
+
+    def peaks(ds):  # the strongest frequency (1 Hz bins: 1 s crops) of the voice and of the noise of each item
+        out = []
+        for i in range(len(ds)):
+            noisy, voice = (x.numpy().astype(np.float64) for x in ds[i])
+            assert len(voice) == len(noisy) == 16000
+            out.append([np.argmax(np.abs(np.fft.rfft(x))) for x in (voice, noisy - voice)])
+        return np.array(out)
+    plain, fast = (RemixDataset(prepared, "train", 1.0, speed_prob=p) for p in (0.0, 1.0))
+    for ds in (plain, fast):
+        ds.voices, ds.noises = [tmp_path / "voice.wav"] * len(ds), [tmp_path / "noise.wav"] * len(ds)
+    assert (peaks(plain) == [1000, 4000]).all()
+    moved = peaks(fast)
+    assert (np.abs(moved / [1000, 4000] - 1) <= 0.1 + 1e-3).all()  # within 10%, in both directions
+    assert (moved[:, 0] < 990).any() and (moved[:, 0] > 1010).any() and (moved[:, 1] != 4000).mean() > 0.8
+    assert not (moved[:, 0] / 1000 == moved[:, 1] / 4000).all()  # voice and noise each get their own speed
+    with pytest.raises(SystemExit):
+        train.parse_args(["--speed-prob", "2"])
+
+
 def test_complex_subtraction_trains_and_is_kept_in_the_checkpoint(prepared, tmp_path):
     from checkpoint import load_model
     out = tmp_path / "complex" / "unet.pt"
