@@ -40,6 +40,18 @@ ARCH_FLAGS = ("base_channels", "depth", "norm", "floor_db", "subtraction")  # de
 UNSET = object()  # a flag not given on the command line
 
 
+def add_augmentation_args(p):
+    """The training-mixture augmentations, each off (0) by default."""
+    p.add_argument("--eq-prob", type=float, default=0.0,
+                   help="chance that the voice, and separately the noise, of a training mixture pass through a random "
+                        "second-order filter (spectral tilts and bumps of up to about 17 dB)")
+    p.add_argument("--noise-mix-prob", type=float, default=0.0,
+                   help="chance that a training mixture carries a second noise recording, within 5 dB of the first")
+    p.add_argument("--speed-prob", type=float, default=0.0,
+                   help="chance that the voice, and separately each noise, of a training mixture play up to 10%% "
+                        "faster or slower (resampled: pitch and formants move too)")
+
+
 def parse_args(argv=None):
     p = arg_parser(__doc__)
     p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="the prepared set (prepare_data.py --out)")
@@ -61,14 +73,7 @@ def parse_args(argv=None):
                         "several, e.g. noise=4)")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR (dB) of the remixed training mixtures")
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"), help="RMS level (dBFS) of the remixed training mixtures")
-    p.add_argument("--eq-prob", type=float, default=0.0,
-                   help="chance that the voice, and separately the noise, of a training mixture pass through a random "
-                        "second-order filter (spectral tilts and bumps of up to about 17 dB)")
-    p.add_argument("--noise-mix-prob", type=float, default=0.0,
-                   help="chance that a training mixture carries a second noise recording, within 5 dB of the first")
-    p.add_argument("--speed-prob", type=float, default=0.0,
-                   help="chance that the voice, and separately each noise, of a training mixture play up to 10%% "
-                        "faster or slower (resampled: pitch and formants move too)")
+    add_augmentation_args(p)
     p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}; the seed used 64)")
     p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed)")
     p.add_argument("--norm", choices=("batch", "none"), help=f"default {MODEL_DEFAULTS['norm']}")
