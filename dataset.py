@@ -25,7 +25,7 @@ import torch
 from scipy.signal import lfilter
 from torch.utils.data import Dataset
 
-from audio import AudioConfig, UserError, mix, resample
+from audio import AudioConfig, UserError, mix, resample, rms
 
 
 def read_manifest(root, split=None):
@@ -77,8 +77,8 @@ def per_item_weights(labels, weights, what):
     return w / w.sum()
 
 
-def rms(x):
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+NOISE_MIX_DB = 5.0  # the second noise of a pair lies within this many dB of the first
+SPEED_SPREAD = 0.1  # speed changes reach this fraction faster or slower
 
 
 def random_eq(x, rng):
@@ -130,8 +130,8 @@ class RemixDataset(Dataset):
         return x
 
     def speed(self, rng):
-        """1, or with speed_prob's chance a speed in [0.9, 1.1] (rng: this item's own stream, None without)."""
-        return rng.uniform(0.9, 1.1) if rng is not None and rng.random() < self.speed_prob else 1.0
+        """1, or with speed_prob's chance a speed within SPEED_SPREAD of 1 (rng: this item's own stream, None without)."""
+        return rng.uniform(1 - SPEED_SPREAD, 1 + SPEED_SPREAD) if rng is not None and rng.random() < self.speed_prob else 1.0
 
     def draw_noise(self, rng, speed=1.0):
         """A noise crop, drawn evenly or by corpus weight (a crop of pure silence cannot be mixed at an SNR: draw again)."""
@@ -152,7 +152,7 @@ class RemixDataset(Dataset):
             mix_rng = np.random.default_rng([self.seed, self.epoch, i, 2])
             if mix_rng.random() < self.noise_mix_prob:
                 second = self.draw_noise(mix_rng, self.speed(speed_rng))
-                gain = rms(noise) / max(rms(second), 1e-8) * 10 ** (mix_rng.uniform(-5, 5) / 20)
+                gain = rms(noise) / max(rms(second), 1e-8) * 10 ** (mix_rng.uniform(-NOISE_MIX_DB, NOISE_MIX_DB) / 20)
                 noise = (noise + gain * second).astype(np.float32)
         if self.eq_prob > 0:  # its own stream, so the draws above are those of a run without it
             eq_rng = np.random.default_rng([self.seed, self.epoch, i, 1])

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_sdr, temp_path
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
-from dataset import MixtureDataset, RemixDataset, read_manifest
+from dataset import NOISE_MIX_DB, SPEED_SPREAD, MixtureDataset, RemixDataset, read_manifest
 from losses import loss_fn
 from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude, describe
 
@@ -46,9 +46,9 @@ def add_augmentation_args(p):
                    help="chance that the voice, and separately the noise, of a training mixture pass through a random "
                         "second-order filter (spectral tilts and bumps of up to about 17 dB)")
     p.add_argument("--noise-mix-prob", type=float, default=0.0,
-                   help="chance that a training mixture carries a second noise recording, within 5 dB of the first")
+                   help=f"chance that a training mixture carries a second noise recording, within {NOISE_MIX_DB:g} dB of the first")
     p.add_argument("--speed-prob", type=float, default=0.0,
-                   help="chance that the voice, and separately each noise, of a training mixture play up to 10%% "
+                   help=f"chance that the voice, and separately each noise, of a training mixture play up to {SPEED_SPREAD * 100:g}%% "
                         "faster or slower (resampled: pitch and formants move too)")
 
 
