@@ -56,7 +56,8 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- the core
 def context_samples(model, sr):
     """Samples of context either side of a chunk: more than the U-Net and STFT can see."""
-    frames = 7 * 2 ** model.unet.depth + 2 * model.audio.n_fft // model.audio.hop_length
+    reach = 7 + 2 ** model.config.temporal_blocks - 1  # bottleneck frames: the convolutions', then the temporal blocks'
+    frames = reach * 2 ** model.unet.depth + 2 * model.audio.n_fft // model.audio.hop_length
     seconds = math.ceil(frames * model.audio.hop_length / model.audio.sample_rate * 4) / 4
     return round(seconds * sr)
 

@@ -34,9 +34,9 @@ from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
 from dataset import NOISE_MIX_DB, SPEED_SPREAD, MixtureDataset, RemixDataset, read_manifest
 from losses import loss_fn
-from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude, describe
+from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude, describe, with_temporal_blocks
 
-ARCH_FLAGS = ("base_channels", "depth", "norm", "floor_db", "subtraction")  # defaults: unet.ModelConfig
+ARCH_FLAGS = ("base_channels", "depth", "norm", "floor_db", "subtraction", "temporal_blocks")  # defaults: unet.ModelConfig
 UNSET = object()  # a flag not given on the command line
 
 
@@ -81,6 +81,8 @@ def parse_args(argv=None):
     p.add_argument("--subtraction", choices=("magnitude", "complex"),
                    help=f"subtract a predicted noise magnitude and keep the noisy phase, or a complex noise estimate "
                         f"that corrects the phase too (default {MODEL_DEFAULTS['subtraction']})")
+    p.add_argument("--temporal-blocks", type=int, help="dilated blocks along time after the U-Net's bottleneck, "
+                   f"each seeing twice as far (default {MODEL_DEFAULTS['temporal_blocks']}; --init-from adds them to a model)")
     p.add_argument("--sisdr-weight", type=float, default=0.01, help="weight of the -SI-SDR term in the loss")
     p.add_argument("--complex-weight", type=float, default=0.0,
                    help="share of the compressed-spectrum L1 put on complex values rather than magnitudes")
@@ -116,6 +118,8 @@ def check_args(p, args):
     for name in ("epochs", "batch_size", "base_channels", "depth"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.temporal_blocks <= 6:
+        p.error("--temporal-blocks must be between 0 and 6")
     if args.lr <= 0 or args.segment_seconds <= 0:
         p.error("--lr and --segment-seconds must be positive")
     for flag in ("eq_prob", "noise_mix_prob", "speed_prob"):
@@ -379,10 +383,15 @@ def make_model(args, ckpt, ckpt_path, data, device, log):
         model = model_from_checkpoint(init, args.init_from)
         # --subtraction complex from a magnitude model: its U-Net carries over, with a new head (unet.complex_from_magnitude)
         to_complex = "subtraction" in args.arch_given and args.subtraction == "complex" and model.subtraction == "magnitude"
-        check_same_architecture(init, args, args.init_from, exempt={"subtraction"} if to_complex else set())
-        model = (complex_from_magnitude(model) if to_complex else model).train()
+        # --temporal-blocks N on a model with fewer: its layers carry over, the new blocks start as the identity
+        add_blocks = "temporal_blocks" in args.arch_given and args.temporal_blocks > model.config.temporal_blocks
+        check_same_architecture(init, args, args.init_from,
+                                exempt={k for k, on in (("subtraction", to_complex), ("temporal_blocks", add_blocks)) if on})
+        model = complex_from_magnitude(model) if to_complex else model
+        model = (with_temporal_blocks(model, args.temporal_blocks) if add_blocks else model).train()
         data.summary["started_from"] = lineage(init, args.init_from)
-        log(f"initialised from {args.init_from}" + (", its U-Net under a new complex head" if to_complex else ""))
+        log(f"initialised from {args.init_from}" + (", its U-Net under a new complex head" if to_complex else "")
+            + (f", {args.temporal_blocks} temporal blocks added" if add_blocks else ""))
     else:
         model = NoiseSubtractionDenoiser(ModelConfig(**{k: getattr(args, k) for k in ARCH_FLAGS}), audio)
     if model.audio != audio:

@@ -23,18 +23,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from audio import AudioConfig, db_to_unit, istft, magnitude_to_db, stft
-from unet_utils import DoubleConvLayer, DownSampleLayer, UpSampleLayer
+from unet_utils import DoubleConvLayer, DownSampleLayer, TemporalBlock, UpSampleLayer
 
 
 class UNet(nn.Module):
-    """The seed's U-Net with base width and depth as parameters (seed: base 64, depth 4)."""
+    """The seed's U-Net with base width and depth as parameters (seed: base 64, depth 4), and optionally
+    temporal blocks after the bottleneck (dilations 1, 2, 4, ...: the k-th block sees 2^k more bottleneck
+    frames either side, each bottleneck frame being 2^depth input frames)."""
 
-    def __init__(self, in_channels=1, num_classes=1, base_channels=16, depth=4, norm="batch"):
+    def __init__(self, in_channels=1, num_classes=1, base_channels=16, depth=4, norm="batch", temporal_blocks=0):
         super().__init__()
         widths = [base_channels * 2 ** i for i in range(depth)]
         self.downs = nn.ModuleList(DownSampleLayer(c_in, c_out, norm)
                                    for c_in, c_out in zip([in_channels] + widths[:-1], widths))
         self.bottleneck = DoubleConvLayer(widths[-1], widths[-1] * 2, norm)
+        self.temporal = nn.Sequential(*(TemporalBlock(widths[-1] * 2, 2 ** k, norm) for k in range(temporal_blocks)))
         self.ups = nn.ModuleList(UpSampleLayer(w * 2, w, norm) for w in reversed(widths))
         self.out = nn.Conv2d(base_channels, num_classes, kernel_size=1)
         self.depth = depth
@@ -48,7 +51,7 @@ class UNet(nn.Module):
         for down in self.downs:
             skip, x = down(x)
             skips.append(skip)
-        x = self.bottleneck(x)
+        x = self.temporal(self.bottleneck(x))
         for up, skip in zip(self.ups, reversed(skips)):
             x = up(x, skip)
         return self.out(x)[..., :h, :w]
@@ -86,6 +89,7 @@ class ModelConfig:
     floor_db: float = -60.0  # the most attenuation any bin gets, in dB
     level_db: float = -25.0  # the RMS level (dBFS) the input is brought to before the STFT
     subtraction: str = "magnitude"  # magnitude (noisy phase kept) or complex
+    temporal_blocks: int = 0  # dilated blocks along time after the bottleneck (0: the seed's U-Net)
 
     def __post_init__(self):
         if self.subtraction not in ("magnitude", "complex"):
@@ -109,7 +113,8 @@ class NoiseSubtractionDenoiser(nn.Module):
         self.config = replace(config)  # a copy: setting the floor on one model leaves others alone
         self.audio = audio
         complex_ = config.subtraction == "complex"  # in: dB magnitude (+ cos, sin of the phase); out: fraction (Re, Im)
-        self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, config.base_channels, config.depth, config.norm)
+        self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, config.base_channels, config.depth, config.norm,
+                         config.temporal_blocks)
 
     @property
     def subtraction(self):
@@ -182,13 +187,25 @@ def complex_from_magnitude(model):
     return new
 
 
+def with_temporal_blocks(model, n):
+    """The same denoiser with n temporal blocks: every existing layer copied, the blocks it lacks new, each
+    starting as the identity (unet_utils.TemporalBlock), so the result denoises exactly as model does."""
+    if n < model.config.temporal_blocks:
+        raise ValueError(f"the model already has {model.config.temporal_blocks} temporal blocks")
+    new = NoiseSubtractionDenoiser(replace(model.config, temporal_blocks=n), model.audio)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("unet.temporal.") for k in missing), (missing, unexpected)
+    return new
+
+
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
 
 def describe(model):
     a = model.config
-    return (f"U-Net base {a.base_channels} depth {a.depth} norm {a.norm}, "
+    temporal = f" + {a.temporal_blocks} temporal blocks" if a.temporal_blocks else ""
+    return (f"U-Net base {a.base_channels} depth {a.depth} norm {a.norm}{temporal}, "
             f"{count_parameters(model) / 1e6:.2f} M parameters, {model.subtraction} subtraction, floor {a.floor_db:g} dB")
 
 

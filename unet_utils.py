@@ -1,7 +1,8 @@
 """
 The U-Net's building blocks, as in the seed: a double 3x3 convolution, a down step
 (double conv, then 2x2 max-pool, keeping the pre-pool features for the skip), and an
-up step (2x2 transposed convolution, concatenate the skip, double conv).
+up step (2x2 transposed convolution, concatenate the skip, double conv). One addition:
+a residual block that looks further along time at the bottleneck (a dilated 1x3 convolution).
 """
 import torch
 import torch.nn as nn
@@ -51,3 +52,20 @@ class UpSampleLayer(nn.Module):
 
     def forward(self, x, skip):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class TemporalBlock(nn.Module):
+    """ReLU(x + norm(conv(x))), the conv 1x3 along time with the given dilation, as a ResNet block: each
+    block lets the bottleneck see `dilation` more of its frames either side. The scale starts at zero
+    (BatchNorm's weight, or the conv's without norm): the input comes from a ReLU, so a new block starts
+    as the identity and a trained U-Net can take blocks on without changing what it does."""
+
+    def __init__(self, channels, dilation, norm="batch"):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=(1, 3), padding=(0, dilation),
+                              dilation=(1, dilation), bias=norm == "none")
+        self.norm = norm_layer(norm, channels)
+        nn.init.zeros_(self.norm.weight if norm == "batch" else self.conv.weight)
+
+    def forward(self, x):
+        return torch.relu(x + self.norm(self.conv(x)))

@@ -91,14 +91,15 @@ def test_denoise_uses_an_export_of_the_same_weights_only(trained, tmp_path):
 
 
 def test_a_complex_model_exports_and_denoises_the_same_through_onnxruntime(tmp_path):
-    """The complex model's graph: (Re, Im) of Y in, (Re, Im) of the noise fraction out; denoise.py's onnx backend."""
+    """The complex model's graph (here with temporal blocks): (Re, Im) of Y in, (Re, Im) of the noise fraction
+    out; denoise.py's onnx backend."""
     from unet import ModelConfig, NoiseSubtractionDenoiser
     torch.manual_seed(0)
-    model = NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2, subtraction="complex")).eval()
-    with torch.no_grad():  # batch-norm statistics that are not the identity, so the check means something
+    model = NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2, subtraction="complex", temporal_blocks=2)).eval()
+    with torch.no_grad():  # batch-norm statistics and scales that are not the identity, so the check means something
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 1.5)
     ckpt = tmp_path / "complex.pt"
     save_checkpoint(ckpt, model)
     export.main(["--model", str(ckpt)])

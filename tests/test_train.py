@@ -95,6 +95,20 @@ def test_init_from_a_magnitude_model_into_complex_subtraction(prepared, trained,
                     "--subtraction", "complex", "--depth", "3"])
 
 
+def test_init_from_adds_temporal_blocks(prepared, trained, tmp_path):
+    """--temporal-blocks with --init-from a model without them: its layers carry over, the blocks train."""
+    out = tmp_path / "t.pt"
+    train.main(["--data-dir", str(prepared), "--out", str(out), "--init-from", str(trained), "--temporal-blocks", "2",
+                "--epochs", "1", "--batch-size", "4", "--segment-seconds", "1"])
+    ckpt, parent = torch.load(out, weights_only=True), torch.load(trained, weights_only=True)
+    assert ckpt["model_args"] == {**parent["model_args"], "temporal_blocks": 2}
+    gains = [ckpt["model"][f"unet.temporal.{k}.norm.weight"] for k in range(2)]
+    assert all(g.abs().max() > 0 for g in gains)  # started at zero, moved by training
+    assert "2 temporal blocks" in describe_checkpoint(ckpt, out)
+    with pytest.raises(SystemExit):
+        train.main(["--data-dir", str(prepared), "--out", str(tmp_path / "u.pt"), "--temporal-blocks", "9"])
+
+
 def test_errors(prepared, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
         train.main(["--data-dir", str(prepared), "--out", str(tmp_path / "x.pt"), "--resume"])

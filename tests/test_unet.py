@@ -6,7 +6,7 @@ import torch
 from audio import AudioConfig, istft, si_sdr, stft
 from conftest import noise_clip, voiced
 from unet import (ModelConfig, NoiseSubtractionDenoiser, UNet, complex_from_magnitude, count_parameters,
-                  subtract_complex_noise, subtract_noise)
+                  subtract_complex_noise, subtract_noise, with_temporal_blocks)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
@@ -126,3 +126,26 @@ def test_complex_from_magnitude_keeps_the_unet_and_starts_as_identity():
     assert not torch.allclose(mag(x)[0], x, atol=1e-3)  # (while the magnitude model does subtract)
     with pytest.raises(ValueError, match="needs a magnitude"):
         complex_from_magnitude(cplx)
+
+
+def test_temporal_blocks_start_as_identity_then_see_further_along_time():
+    torch.manual_seed(0)
+    base = NoiseSubtractionDenoiser(ModelConfig(base_channels=8, depth=2)).eval()
+    deep = with_temporal_blocks(base, 3).eval()
+    assert deep.config.temporal_blocks == 3 and base.config.temporal_blocks == 0  # the source is left as it was
+    assert all(torch.equal(deep.state_dict()[k], v) for k, v in base.state_dict().items())
+    x = 0.1 * torch.randn(1, 16000)
+    assert torch.equal(deep(x)[0], base(x)[0])  # new blocks start as the identity
+    # switched on, the blocks let a frame see 7 more bottleneck frames (28 input frames at depth 2) either side
+    for block in deep.unet.temporal:
+        torch.nn.init.normal_(block.norm.weight)
+
+    def reach(unet):  # the farthest frame whose change moves the output at frame 64
+        spec = torch.randn(1, 1, 16, 128)
+        moved = [d for d in range(64) if (unet(spec) - unet(spec + (torch.arange(128) == 64 + d))).abs()[..., 64].max() > 0]
+        return max(moved)
+
+    assert reach(deep.unet) >= reach(base.unet) + 7 * 4
+    assert ModelConfig.from_dict({k: v for k, v in ModelConfig().to_dict().items() if k != "temporal_blocks"}) == ModelConfig()
+    with pytest.raises(ValueError, match="already has"):
+        with_temporal_blocks(deep, 1)
