@@ -6,7 +6,8 @@ A checkpoint is a dict saved with torch.save that weights_only loading reads:
     model_args  unet.ModelConfig as a dict (architecture, floor, level, subtraction)
     audio       audio.AudioConfig as a dict (sample rate, STFT)
 and, from train.py, the training run: epoch, best_val_si_sdr, history, config (every flag),
-data (what it learned from), code_version, scheduler (and optimizer in the _last checkpoint).
+data (what it learned from), code_version, scheduler (and optimizer in the _last checkpoint);
+from average.py, data and averaged_from (the runs whose weights it averages).
 
     python checkpoint.py models/unet.pt      # what a model is and what it learned from
 """
@@ -74,10 +75,17 @@ def lineage(ckpt, path):
 def describe_checkpoint(ckpt, path):
     """A few lines on a checkpoint: architecture, training run, and the data it learned from (ckpt["data"])."""
     cfg, data = ckpt.get("config", {}), ckpt.get("data")
-    lines = [f"{path}: {describe(model_from_checkpoint(ckpt, path))}",
-             f"audio: {ckpt['audio']}",
-             f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
-             f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}"]
+    lines = [f"{path}: {describe(model_from_checkpoint(ckpt, path))}", f"audio: {ckpt['audio']}"]
+    if "averaged_from" in ckpt:  # average.py: the mean of several runs' weights
+        lines.append(f"weights: the average of {len(ckpt['averaged_from'])} checkpoints")
+        for run in ckpt["averaged_from"]:
+            c = run.get("config") or {}
+            flags = ", ".join(f"{k} {c[k]}" for k in ("seed", "noise_mix_prob", "speed_prob", "sisdr_weight") if c.get(k))
+            lines.append(f"  {run['path']}: epoch {run.get('epoch')} of {run.get('epochs')}, best validation SI-SDR "
+                         f"{run.get('best_val_si_sdr') or float('nan'):.2f} dB, code {run.get('code_version')}; {flags}")
+    else:
+        lines.append(f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
+                     f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}")
     if "trained_floor_db" in ckpt:
         lines.append(f"floor: tuned to {ckpt['model_args']['floor_db']:g} dB (trained at {ckpt['trained_floor_db']:g})")
     if not data:

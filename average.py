@@ -1,0 +1,68 @@
+"""
+Average the weights of several checkpoints of one model (a "model soup", Wortsman et al., 2022).
+
+Runs fine-tuned from the same weights, with other seeds, augmentations or loss weights, end in
+one basin of the loss, and the mean of their weights often denoises better than any one of
+them, at no cost at inference. The checkpoints must share the architecture and audio settings;
+the result names every checkpoint it averages (ckpt["averaged_from"]: path, epoch, validation
+score, code version, training flags) and keeps what they learned from (ckpt["data"]).
+
+    python average.py runs/a/unet.pt runs/b/unet.pt runs/c/unet.pt --out models/soup/unet.pt
+"""
+from pathlib import Path
+
+import torch
+
+from audio import UserError, arg_parser, run_main
+from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
+
+
+def parse_args(argv=None):
+    p = arg_parser(__doc__)
+    p.add_argument("models", type=Path, nargs="+", help="checkpoints to average (at least two)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the averaged checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
+    args = p.parse_args(argv)
+    if len(args.models) < 2:
+        p.error("give at least two checkpoints to average")
+    return args
+
+
+def average_state(states):
+    """The mean of each floating-point tensor (accumulated in float64); counters are taken from the first."""
+    return {k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+
+
+def average_checkpoints(paths):
+    """Read the checkpoints at paths -> (the averaged model, the extra entries its checkpoint keeps)."""
+    ckpts = [load_checkpoint(p) for p in paths]
+    first = ckpts[0]
+    for path, c in zip(paths[1:], ckpts[1:]):
+        if c["model_args"] != first["model_args"] or c["audio"] != first["audio"]:
+            raise UserError(f"{path} is another model than {paths[0]} (architecture or audio settings differ)")
+    model = model_from_checkpoint(first, paths[0])
+    model.load_state_dict(average_state([c["model"] for c in ckpts]))
+    averaged_from = []
+    for path, c in zip(paths, ckpts):
+        run = lineage(c, path)[-1]
+        run["config"] = c.get("config", {})
+        averaged_from.append(run)
+    data = dict(first.get("data") or {})
+    if len({(c.get("data") or {}).get("manifest_md5") for c in ckpts}) > 1:
+        data["note"] = "the averaged checkpoints learned from different prepared sets; this is the first one's"
+    return model, dict(data=data, averaged_from=averaged_from)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"{args.out} exists (pass --overwrite to replace it)")
+    model, extra = average_checkpoints(args.models)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(args.out, model, **extra)
+    print(f"wrote {args.out}: the average of {len(args.models)} checkpoints")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,51 @@
+"""average.py: the mean of the weights, a checkpoint that names what it averages, clear errors."""
+import pytest
+import torch
+
+import average
+from audio import UserError
+from checkpoint import describe_checkpoint, load_model, save_checkpoint
+from unet import ModelConfig, NoiseSubtractionDenoiser
+
+
+def perturbed_copy(path, out, seed):
+    """The checkpoint at path with every float weight moved a little (another 'run' of the same model)."""
+    ckpt = torch.load(path, weights_only=True)
+    g = torch.Generator().manual_seed(seed)
+    ckpt["model"] = {k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                     for k, v in ckpt["model"].items()}
+    ckpt["config"] = dict(ckpt["config"], seed=seed)
+    torch.save(ckpt, out)
+    return ckpt
+
+
+def test_the_average_is_the_mean_of_the_weights_and_names_its_runs(trained, tmp_path):
+    a, b = perturbed_copy(trained, tmp_path / "a.pt", 1), perturbed_copy(trained, tmp_path / "b.pt", 2)
+    out = tmp_path / "soup" / "unet.pt"
+    average.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(out)])
+    soup = torch.load(out, weights_only=True)
+    for k, v in soup["model"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (a["model"][k] + b["model"][k]) / 2, atol=1e-7), k
+            assert not torch.equal(v, a["model"][k])
+    assert [r["path"] for r in soup["averaged_from"]] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    assert [r["config"]["seed"] for r in soup["averaged_from"]] == [1, 2]
+    assert soup["data"]["manifest_md5"] == a["data"]["manifest_md5"]  # what it learned from is kept
+    text = describe_checkpoint(soup, out)
+    assert "the average of 2 checkpoints" in text and "seed 2" in text and "training split:" in text
+    x = 0.1 * torch.randn(1, 8000)
+    assert load_model(out)(x)[0].shape == x.shape  # and it denoises
+
+
+def test_errors(trained, tmp_path):
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2)))
+    with pytest.raises(UserError, match="another model"):
+        average.main([str(trained), str(other), "--out", str(tmp_path / "x.pt")])
+    assert not (tmp_path / "x.pt").exists()  # nothing half-written
+    with pytest.raises(UserError, match="exists"):  # never over an existing file by accident
+        average.main([str(trained), str(trained), "--out", str(other)])
+    with pytest.raises(SystemExit):
+        average.main([str(trained), "--out", str(tmp_path / "y.pt")])
+    with pytest.raises(UserError, match="no model"):
+        average.main([str(trained), str(tmp_path / "missing.pt"), "--out", str(tmp_path / "z.pt")])
