@@ -80,7 +80,8 @@ def describe_checkpoint(ckpt, path):
         lines.append(f"weights: the average of {len(ckpt['averaged_from'])} checkpoints")
         for run in ckpt["averaged_from"]:
             c = run.get("config") or {}
-            flags = ", ".join(f"{k} {c[k]}" for k in ("seed", "noise_mix_prob", "speed_prob", "sisdr_weight") if c.get(k))
+            flags = ", ".join(f"{k} {' '.join(map(str, c[k])) if isinstance(c[k], list) else c[k]}"
+                              for k in ("seed", "noise_weights", "noise_mix_prob", "speed_prob", "sisdr_weight") if c.get(k))
             lines.append(f"  {run['path']}: epoch {run.get('epoch')} of {run.get('epochs')}, best validation SI-SDR "
                          f"{run.get('best_val_si_sdr') or float('nan'):.2f} dB, code {run.get('code_version')}; {flags}")
     else:

@@ -16,6 +16,7 @@ The fixed validation mixtures pick the best epoch by SI-SDR, scored in float32. 
 Every checkpoint carries the model's hyper-parameters, the audio settings and this config.
 """
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -173,6 +174,7 @@ def pick_device(name):
         raise UserError(f"unknown --device {name!r}") from None
 
 
+@functools.cache  # read once, when the run starts (log_start): the code it runs, even if the tree changes later
 def code_version():
     try:
         return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
@@ -342,6 +344,9 @@ def resume_checkpoint(args, paths, log):
     if not path.exists():
         raise UserError(f"nothing to resume: {path} does not exist")
     ckpt = load_checkpoint(path)
+    if "scheduler" not in ckpt:  # e.g. average.py's output: weights without a run to continue
+        raise UserError(f"{path} holds no training schedule to resume (an averaged or exported model?); "
+                        f"start a new run from its weights with --init-from {path}")
     check_same_architecture(ckpt, args, path)
     taken = inherit_settings(ckpt, args)
     if taken:
@@ -431,7 +436,7 @@ def log_start(args, model, data, device, world, amp_dtype, log):
     for what, labels, w in shares:
         labels = np.array(labels)
         log(f"training {what} drawn by corpus: " + ", ".join(f"{c} {100 * w[labels == c].sum():.0f}%" for c in sorted(set(labels))))
-    log(f"{describe(model)}; device {device}{f' x {world} processes' if world > 1 else ''}; "
+    log(f"{describe(model)}; code {code_version()}; device {device}{f' x {world} processes' if world > 1 else ''}; "
         f"{str(amp_dtype or torch.float32).replace('torch.', '')} autocast; "
         f"{len(train_set)} training voices remixed each epoch, {len(data.val_set)} validation mixtures")
 

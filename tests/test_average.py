@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import average
+import train
 from audio import UserError
 from checkpoint import describe_checkpoint, load_model, save_checkpoint
 from unet import ModelConfig, NoiseSubtractionDenoiser
@@ -35,6 +36,8 @@ def test_the_average_is_the_mean_of_the_weights_and_names_its_runs(trained, tmp_
     assert "the average of 2 checkpoints" in text and "seed 2" in text and "training split:" in text
     x = 0.1 * torch.randn(1, 8000)
     assert load_model(out)(x)[0].shape == x.shape  # and it denoises
+    with pytest.raises(UserError, match="no training schedule to resume.*--init-from"):  # no run to continue
+        train.main(["--resume", str(out), "--out", str(tmp_path / "more" / "unet.pt")])
 
 
 def test_errors(trained, tmp_path):
