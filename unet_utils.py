@@ -57,15 +57,16 @@ class UpSampleLayer(nn.Module):
 class TemporalBlock(nn.Module):
     """ReLU(x + norm(conv(x))), the conv 1x3 along time with the given dilation, as a ResNet block: each
     block lets the bottleneck see `dilation` more of its frames either side. The scale starts at zero
-    (BatchNorm's weight, or the conv's without norm): the input comes from a ReLU, so a new block starts
-    as the identity and a trained U-Net can take blocks on without changing what it does."""
+    (BatchNorm's weight, or the conv's weight and bias without norm): the input comes from a ReLU, so a
+    new block starts as the identity and a trained U-Net can take blocks on without changing what it does."""
 
     def __init__(self, channels, dilation, norm="batch"):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size=(1, 3), padding=(0, dilation),
                               dilation=(1, dilation), bias=norm == "none")
         self.norm = norm_layer(norm, channels)
-        nn.init.zeros_(self.norm.weight if norm == "batch" else self.conv.weight)
+        for scale in (self.norm.weight,) if norm == "batch" else (self.conv.weight, self.conv.bias):
+            nn.init.zeros_(scale)
 
     def forward(self, x):
         return torch.relu(x + self.norm(self.conv(x)))

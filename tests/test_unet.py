@@ -136,6 +136,8 @@ def test_temporal_blocks_start_as_identity_then_see_further_along_time():
     assert all(torch.equal(deep.state_dict()[k], v) for k, v in base.state_dict().items())
     x = 0.1 * torch.randn(1, 16000)
     assert torch.equal(deep(x)[0], base(x)[0])  # new blocks start as the identity
+    plain = NoiseSubtractionDenoiser(ModelConfig(base_channels=8, depth=2, norm="none")).eval()
+    assert torch.equal(with_temporal_blocks(plain, 2).eval()(x)[0], plain(x)[0])  # without BatchNorm too
     # switched on, the blocks let a frame see 7 more bottleneck frames (28 input frames at depth 2) either side
     for block in deep.unet.temporal:
         torch.nn.init.normal_(block.norm.weight)
