@@ -72,6 +72,12 @@ def lineage(ckpt, path):
                            data=data)]
 
 
+def run_summary(run):
+    """One run of lineage() (or of ckpt["averaged_from"]) in a few words: epoch, validation score, code."""
+    return (f"epoch {run.get('epoch')} of {run.get('epochs')}, best validation SI-SDR "
+            f"{run.get('best_val_si_sdr') or float('nan'):.2f} dB, code {run.get('code_version')}")
+
+
 def describe_checkpoint(ckpt, path):
     """A few lines on a checkpoint: architecture, training run, and the data it learned from (ckpt["data"])."""
     cfg, data = ckpt.get("config", {}), ckpt.get("data")
@@ -82,8 +88,7 @@ def describe_checkpoint(ckpt, path):
             c = run.get("config") or {}
             flags = ", ".join(f"{k} {' '.join(map(str, c[k])) if isinstance(c[k], list) else c[k]}"
                               for k in ("seed", "noise_weights", "noise_mix_prob", "speed_prob", "sisdr_weight") if c.get(k))
-            lines.append(f"  {run['path']}: epoch {run.get('epoch')} of {run.get('epochs')}, best validation SI-SDR "
-                         f"{run.get('best_val_si_sdr') or float('nan'):.2f} dB, code {run.get('code_version')}; {flags}")
+            lines.append(f"  {run['path']}: {run_summary(run)}; {flags}")
     else:
         lines.append(f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
                      f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}")
@@ -110,8 +115,7 @@ def describe_checkpoint(ckpt, path):
     lines.append(f"prepared set: {data.get('data_dir')} (manifest.csv MD5 {data.get('manifest_md5')})")
     for run in data.get("started_from", []):  # a fine-tuned model also learned from the runs it started from
         d = run.get("data") or {}
-        lines.append(f"started from: {run['path']}, epoch {run.get('epoch')} of {run.get('epochs')}, best validation "
-                     f"SI-SDR {run.get('best_val_si_sdr') or float('nan'):.2f} dB, code {run.get('code_version')}; "
+        lines.append(f"started from: {run['path']}, {run_summary(run)}; "
                      f"trained on {d.get('data_dir', '?')} ({fmt(d.get('speech_minutes'))} min of speech, "
                      f"{fmt(d.get('noise_minutes'))} min of noise)")
     return "\n".join(lines)
