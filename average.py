@@ -15,6 +15,7 @@ import torch
 
 from audio import UserError, arg_parser, run_main
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
+from unet import ModelConfig
 
 
 def parse_args(argv=None):
@@ -39,7 +40,8 @@ def average_checkpoints(paths):
     ckpts = [load_checkpoint(p) for p in paths]
     first = ckpts[0]
     for path, c in zip(paths[1:], ckpts[1:]):
-        if c["model_args"] != first["model_args"] or c["audio"] != first["audio"]:
+        # compared as ModelConfig: a checkpoint saved before a field existed has that field's default
+        if ModelConfig.from_dict(c["model_args"]) != ModelConfig.from_dict(first["model_args"]) or c["audio"] != first["audio"]:
             raise UserError(f"{path} is another model than {paths[0]} (architecture or audio settings differ)")
     model = model_from_checkpoint(first, paths[0])
     model.load_state_dict(average_state([c["model"] for c in ckpts]))

@@ -40,6 +40,14 @@ def test_the_average_is_the_mean_of_the_weights_and_names_its_runs(trained, tmp_
         train.main(["--resume", str(out), "--out", str(tmp_path / "more" / "unet.pt")])
 
 
+def test_a_checkpoint_saved_before_a_model_field_existed_averages_with_a_new_one(trained, tmp_path):
+    old = perturbed_copy(trained, tmp_path / "old.pt", 1)
+    old["model_args"].pop("temporal_blocks")  # as checkpoints saved before --temporal-blocks existed
+    torch.save(old, tmp_path / "old.pt")
+    average.main([str(tmp_path / "old.pt"), str(trained), "--out", str(tmp_path / "soup.pt")])
+    assert (tmp_path / "soup.pt").exists()
+
+
 def test_errors(trained, tmp_path):
     other = tmp_path / "other.pt"
     save_checkpoint(other, NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2)))
