@@ -78,17 +78,24 @@ def run_summary(run):
             f"{run.get('best_val_si_sdr') or float('nan'):.2f} dB, code {run.get('code_version')}")
 
 
+def format_flags(flags):
+    """{"seed": 4, "noise_weights": ["noise=10"]} -> "seed 4, noise_weights noise=10"."""
+    return ", ".join(f"{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in flags.items()) or "defaults"
+
+
 def describe_checkpoint(ckpt, path):
     """A few lines on a checkpoint: architecture, training run, and the data it learned from (ckpt["data"])."""
     cfg, data = ckpt.get("config", {}), ckpt.get("data")
     lines = [f"{path}: {describe(model_from_checkpoint(ckpt, path))}", f"audio: {ckpt['audio']}"]
     if "averaged_from" in ckpt:  # average.py: the mean of several runs' weights
-        lines.append(f"weights: the average of {len(ckpt['averaged_from'])} checkpoints")
-        for run in ckpt["averaged_from"]:
-            c = run.get("config") or {}
-            flags = ", ".join(f"{k} {' '.join(map(str, c[k])) if isinstance(c[k], list) else c[k]}"
-                              for k in ("seed", "noise_weights", "noise_mix_prob", "speed_prob", "sisdr_weight") if c.get(k))
-            lines.append(f"  {run['path']}: {run_summary(run)}; {flags}")
+        runs = ckpt["averaged_from"]
+        flags = [{k: c[k] for k in c.get("given", ()) if k in c and k not in ("out", "init_from", "resume", "data_dir")}
+                 for c in (run.get("config") or {} for run in runs)]  # what each run's command line set
+        common = {k: v for k, v in flags[0].items() if all(k in f and str(f[k]) == str(v) for f in flags)}
+        lines.append(f"weights: the average of {len(runs)} checkpoints"
+                     + (f", each trained with {format_flags(common)}" if common else ""))
+        for run, f in zip(runs, flags):
+            lines.append(f"  {run['path']}: {run_summary(run)}; {format_flags({k: v for k, v in f.items() if k not in common})}")
     else:
         lines.append(f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
                      f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}")

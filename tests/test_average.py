@@ -9,19 +9,20 @@ from checkpoint import describe_checkpoint, load_model, save_checkpoint
 from unet import ModelConfig, NoiseSubtractionDenoiser
 
 
-def perturbed_copy(path, out, seed):
-    """The checkpoint at path with every float weight moved a little (another 'run' of the same model)."""
+def perturbed_copy(path, out, seed, **flags):
+    """The checkpoint at path with every float weight moved a little (another 'run' of the same model,
+    its command line given seed and flags)."""
     ckpt = torch.load(path, weights_only=True)
     g = torch.Generator().manual_seed(seed)
     ckpt["model"] = {k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
                      for k, v in ckpt["model"].items()}
-    ckpt["config"] = dict(ckpt["config"], seed=seed)
+    ckpt["config"] = dict(ckpt["config"], seed=seed, **flags, given=[*ckpt["config"]["given"], "seed", *flags])
     torch.save(ckpt, out)
     return ckpt
 
 
 def test_the_average_is_the_mean_of_the_weights_and_names_its_runs(trained, tmp_path):
-    a, b = perturbed_copy(trained, tmp_path / "a.pt", 1), perturbed_copy(trained, tmp_path / "b.pt", 2)
+    a, b = perturbed_copy(trained, tmp_path / "a.pt", 1), perturbed_copy(trained, tmp_path / "b.pt", 2, eq_prob=0.5)
     out = tmp_path / "soup" / "unet.pt"
     average.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(out)])
     soup = torch.load(out, weights_only=True)
@@ -33,7 +34,9 @@ def test_the_average_is_the_mean_of_the_weights_and_names_its_runs(trained, tmp_
     assert [r["config"]["seed"] for r in soup["averaged_from"]] == [1, 2]
     assert soup["data"]["manifest_md5"] == a["data"]["manifest_md5"]  # what it learned from is kept
     text = describe_checkpoint(soup, out)
-    assert "the average of 2 checkpoints" in text and "seed 2" in text and "training split:" in text
+    assert "the average of 2 checkpoints" in text and "training split:" in text
+    run_a, run_b = [line for line in text.splitlines() if line.startswith("  ") and ".pt:" in line]
+    assert run_a.endswith("; seed 1") and run_b.endswith("; seed 2, eq_prob 0.5")  # the flags that set each run apart
     x = 0.1 * torch.randn(1, 8000)
     assert load_model(out)(x)[0].shape == x.shape  # and it denoises
     with pytest.raises(UserError, match="no training schedule to resume.*--init-from"):  # no run to continue
