@@ -10,6 +10,13 @@ normalised cross-correlation between a and any stretch of b (or b and any stretc
 b is the shorter) over all lags, at 8 kHz: 1.0 for a copy, however cut or scaled; unrelated
 speech or noise stays far below (about 0.1 to 0.5). Pairs at or above --threshold are listed
 and the exit status is 1; otherwise it says so and exits 0. Cost: one FFT correlation per pair.
+
+A whole-file match misses a stretch shared by two longer recordings (a sentence cut from a
+broadcast that also holds other sentences). --window-seconds W also matches every stretch of W
+seconds of each query file (half-overlapping) against the others, so any shared stretch of
+1.5 W or more is found; it costs about 2 x (query seconds / W) times as many correlations.
+Short stretches can also match what is not a copy: a window that is quiet but for one vowel
+can correlate highly with a vowel of the same voice elsewhere. Listen to what it lists.
 """
 import functools
 import multiprocessing
@@ -32,8 +39,12 @@ def parse_args(argv=None):
     p.add_argument("others", type=Path, nargs="+", help="folders to search (e.g. the training speech and noise)")
     p.add_argument("--threshold", type=float, default=0.9, help="normalised correlation that counts as the same audio")
     p.add_argument("--min-seconds", type=float, default=0.5, help="ignore stretches shorter than this")
+    p.add_argument("--window-seconds", type=float, default=0.0,
+                   help="also match each query file's stretches of this length (0: whole files only)")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes")
     args = p.parse_args(argv)
+    if args.window_seconds and args.window_seconds < args.min_seconds:
+        p.error(f"--window-seconds {args.window_seconds:g} is below --min-seconds {args.min_seconds:g}")
     for folder in (args.query, *args.others):
         if not folder.is_dir():
             p.error(f"no such folder: {folder}")
@@ -60,12 +71,24 @@ def best_match(short, long_, min_len):
     return float(np.max(np.abs(num[ok]) / window[ok])) if ok.any() else 0.0
 
 
-def scan(query_path, others, min_len):
-    """(query file, best other file, correlation) for one query file."""
+def stretches(x, n):
+    """Half-overlapping stretches of n samples of x (none when n is 0 or x is under two of them),
+    the near-silent ones left out: silence matches silence anywhere."""
+    if n <= 0 or len(x) < 2 * n:
+        return []
+    loud = 0.01 * np.sqrt(np.mean(x ** 2))
+    return [x[i:i + n] for i in range(0, len(x) - n + 1, n // 2) if np.sqrt(np.mean(x[i:i + n] ** 2)) > loud]
+
+
+def scan(query_path, others, min_len, window_len=0):
+    """(query file, best other file, correlation) for one query file: the whole file, and each of
+    its stretches of window_len samples, against each other file."""
     a = load(query_path)
+    parts = stretches(a, window_len)
     best = (None, 0.0)
     for path, b in others:
         c = best_match(a, b, min_len) if len(a) <= len(b) else best_match(b, a, min_len)
+        c = max([c] + [best_match(w, b, min_len) for w in parts if len(w) <= len(b)])
         if c > best[1]:
             best = (path, c)
     return query_path, *best
@@ -78,7 +101,8 @@ def main(argv=None):
     if not query or not others:
         raise UserError(f"no audio files in {args.query if not query else ' '.join(map(str, args.others))}")
     loaded = [(f, load(f)) for f in tqdm(others, desc="reading")]
-    work = functools.partial(scan, others=loaded, min_len=round(args.min_seconds * SR))
+    work = functools.partial(scan, others=loaded, min_len=round(args.min_seconds * SR),
+                             window_len=round(args.window_seconds * SR))
     if args.workers > 1:
         with multiprocessing.get_context("fork").Pool(args.workers) as pool:
             found = list(tqdm(pool.imap(work, query), total=len(query), desc="searching"))
@@ -90,7 +114,8 @@ def main(argv=None):
           f"({top[0].name} in {top[1]})" if top[1] else f"{len(query)} files: nothing to compare")
     for q, o, c in sorted(hits, key=lambda r: -r[2]):
         print(f"  {c:.3f}  {q}  in  {o}")
-    print(f"{len(hits)} of {len(query)} files occur in the others (correlation >= {args.threshold})")
+    shared = f" or share a stretch of {args.window_seconds:g} s with them" if args.window_seconds else ""
+    print(f"{len(hits)} of {len(query)} files occur in the others{shared} (correlation >= {args.threshold})")
     if hits:
         sys.exit(1)
 

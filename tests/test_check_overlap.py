@@ -1,4 +1,5 @@
-"""check_overlap.py: a cut, scaled copy of a training file is found under any name; unrelated audio is not."""
+"""check_overlap.py: a cut, scaled copy of a training file is found under any name, a stretch shared by
+two longer recordings with --window-seconds; unrelated audio is not."""
 import numpy as np
 import pytest
 import soundfile as sf
@@ -23,3 +24,22 @@ def test_finds_a_cut_and_scaled_copy_and_nothing_else(tmp_path, capsys):
         check_overlap.main([str(test), str(train), "--workers", "2"])
     said = capsys.readouterr().out
     assert stop.value.code == 1 and "1 of 3 files occur" in said and "renamed_piece.wav  in " in said
+
+
+def test_window_seconds_finds_a_stretch_shared_by_two_longer_recordings(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    train, test = tmp_path / "train", tmp_path / "test"
+    train.mkdir(), test.mkdir()
+    broadcast = voiced(4.0, SR, 120, rng)
+    sf.write(train / "broadcast.wav", broadcast, SR)
+    # 1.5 s of the broadcast between two other voices: neither file lies inside the other
+    sf.write(test / "cut.wav", np.concatenate([voiced(1.5, SR, 200, rng), 0.7 * broadcast[SR:SR + 3 * SR // 2],
+                                               voiced(1.5, SR, 170, rng)]), SR)
+    check_overlap.main([str(test), str(train), "--workers", "1"])  # whole recordings: not a copy
+    assert "0 of 1 files occur" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        check_overlap.main([str(test), str(train), "--workers", "1", "--window-seconds", "1"])
+    said = capsys.readouterr().out
+    assert stop.value.code == 1 and "1 of 1 files occur in the others or share a stretch of 1 s" in said
+    with pytest.raises(SystemExit):  # a window shorter than the shortest stretch counted is refused
+        check_overlap.main([str(test), str(train), "--window-seconds", "0.2"])
