@@ -8,12 +8,18 @@ import check_overlap
 from conftest import SR, noise_clip, voiced
 
 
-def test_finds_a_cut_and_scaled_copy_and_nothing_else(tmp_path, capsys):
-    rng = np.random.default_rng(0)
+def folders_with_a_training_voice(tmp_path, seed):
+    """train/ holding one 4 s voice and an empty test/ -> (rng, train, test, that voice)."""
+    rng = np.random.default_rng(seed)
     train, test = tmp_path / "train", tmp_path / "test"
     train.mkdir(), test.mkdir()
-    long_voice = voiced(4.0, SR, 120, rng)
-    sf.write(train / "speaker_a.wav", long_voice, SR)
+    voice = voiced(4.0, SR, 120, rng)
+    sf.write(train / "speaker_a.wav", voice, SR)
+    return rng, train, test, voice
+
+
+def test_finds_a_cut_and_scaled_copy_and_nothing_else(tmp_path, capsys):
+    rng, train, test, long_voice = folders_with_a_training_voice(tmp_path, 0)
     sf.write(train / "hiss.flac", noise_clip("hiss", 3.0, SR, rng), SR)
     sf.write(test / "unrelated.wav", voiced(2.0, SR, 190, rng), SR)
     sf.write(test / "other_noise.wav", noise_clip("band", 2.0, SR, rng), SR)
@@ -27,11 +33,7 @@ def test_finds_a_cut_and_scaled_copy_and_nothing_else(tmp_path, capsys):
 
 
 def test_window_seconds_finds_a_stretch_shared_by_two_longer_recordings(tmp_path, capsys):
-    rng = np.random.default_rng(1)
-    train, test = tmp_path / "train", tmp_path / "test"
-    train.mkdir(), test.mkdir()
-    broadcast = voiced(4.0, SR, 120, rng)
-    sf.write(train / "broadcast.wav", broadcast, SR)
+    rng, train, test, broadcast = folders_with_a_training_voice(tmp_path, 1)
     # 1.5 s of the broadcast between two other voices: neither file lies inside the other
     sf.write(test / "cut.wav", np.concatenate([voiced(1.5, SR, 200, rng), 0.7 * broadcast[SR:SR + 3 * SR // 2],
                                                voiced(1.5, SR, 170, rng)]), SR)
