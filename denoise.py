@@ -46,6 +46,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.inputs and not args.info:
         p.error("give the audio files to denoise (or --info)")
+    if args.info and args.inputs:  # "denoise.py --info runs/x.pt" would otherwise describe the default model
+        p.error("--info describes the --model checkpoint and takes no files (e.g. --info --model runs/x/unet.pt)")
     if args.chunk_seconds <= 0:
         p.error("--chunk-seconds must be positive")
     if args.floor_db is not None and args.floor_db > 0:

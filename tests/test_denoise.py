@@ -150,6 +150,9 @@ def test_info_says_what_the_model_learned_from(trained, capsys):
     assert "training split: 2 speakers, 6 speech recordings" in said and "manifest.csv MD5" in said
     ckpt = torch.load(trained, weights_only=True)
     assert f"{ckpt['data']['noise_minutes']} min" in said
+    with pytest.raises(SystemExit) as e:  # a checkpoint given as a file is refused, not swapped for the default model
+        denoise.main(["--info", str(trained)])
+    assert e.value.code == 2 and "--info --model" in capsys.readouterr().err
 
 
 def test_floor_db_is_the_one_runtime_floor(trained, prepared, tmp_path):
