@@ -5,7 +5,7 @@ Runs fine-tuned from the same weights, with other seeds, augmentations or loss w
 one basin of the loss, and the mean of their weights often denoises better than any one of
 them, at no cost at inference. The checkpoints must share the architecture and audio settings;
 the result names every checkpoint it averages (ckpt["averaged_from"]: path, epoch, validation
-score, code version, training flags) and keeps what they learned from (ckpt["data"]).
+score, code version, training flags, the runs it started from) and keeps what they learned from (ckpt["data"]).
 
     python average.py runs/a/unet.pt runs/b/unet.pt runs/c/unet.pt --out models/soup/unet.pt
 """
@@ -47,8 +47,9 @@ def average_checkpoints(paths):
     model.load_state_dict(average_state([c["model"] for c in ckpts]))
     averaged_from = []
     for path, c in zip(paths, ckpts):
-        run = lineage(c, path)[-1]
+        *earlier, run = lineage(c, path)
         run["config"] = c.get("config", {})
+        run["started_from"] = [r["path"] for r in earlier]  # the runs this one was fine-tuned from, oldest first
         averaged_from.append(run)
     data = dict(first.get("data") or {})
     if len({(c.get("data") or {}).get("manifest_md5") for c in ckpts}) > 1:

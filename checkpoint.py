@@ -95,7 +95,9 @@ def describe_checkpoint(ckpt, path):
         lines.append(f"weights: the average of {len(runs)} checkpoints"
                      + (f", each trained with {format_flags(common)}" if common else ""))
         for run, f in zip(runs, flags):
-            lines.append(f"  {run['path']}: {run_summary(run)}; {format_flags({k: v for k, v in f.items() if k not in common})}")
+            origin = f"; from {run['started_from'][-1]}" if run.get("started_from") else ""
+            lines.append(f"  {run['path']}: {run_summary(run)}{origin}; "
+                         f"{format_flags({k: v for k, v in f.items() if k not in common})}")
     else:
         lines.append(f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
                      f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}")

@@ -23,6 +23,8 @@ def perturbed_copy(path, out, seed, **flags):
 
 def test_the_average_is_the_mean_of_the_weights_and_names_its_runs(trained, tmp_path):
     a, b = perturbed_copy(trained, tmp_path / "a.pt", 1), perturbed_copy(trained, tmp_path / "b.pt", 2, eq_prob=0.5)
+    b["data"]["started_from"] = [dict(path="runs/base.pt"), dict(path="runs/parent.pt")]  # b was fine-tuned
+    torch.save(b, tmp_path / "b.pt")
     out = tmp_path / "soup" / "unet.pt"
     average.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(out)])
     soup = torch.load(out, weights_only=True)
@@ -37,6 +39,8 @@ def test_the_average_is_the_mean_of_the_weights_and_names_its_runs(trained, tmp_
     assert "the average of 2 checkpoints" in text and "training split:" in text
     run_a, run_b = [line for line in text.splitlines() if line.startswith("  ") and ".pt:" in line]
     assert run_a.endswith("; seed 1") and run_b.endswith("; seed 2, eq_prob 0.5")  # the flags that set each run apart
+    assert "from" not in run_a and "; from runs/parent.pt; " in run_b  # and where each started, if not from scratch
+    assert soup["averaged_from"][1]["started_from"] == ["runs/base.pt", "runs/parent.pt"]
     x = 0.1 * torch.randn(1, 8000)
     assert load_model(out)(x)[0].shape == x.shape  # and it denoises
     with pytest.raises(UserError, match="no training schedule to resume.*--init-from"):  # no run to continue
