@@ -59,24 +59,40 @@ class UNet(nn.Module):
 
 def level_gain(noisy, target_db):
     """Per-clip gain that brings the noisy input to target_db RMS (dBFS); [B, n] -> [B, 1]."""
-    rms = noisy.pow(2).mean(-1, keepdim=True).sqrt()
+    return gain_from_rms(noisy.pow(2).mean(-1, keepdim=True).sqrt(), target_db)
+
+
+def gain_from_rms(rms, target_db):
+    """The gain that brings audio of this RMS to target_db dBFS (silence: a gain that cannot overflow)."""
     return 10 ** (target_db / 20) / rms.clamp_min(1e-5)
 
 
-def subtract_complex_noise(spec, noise, floor):
-    """Complex subtraction with a floor: S = Y - N, its magnitude raised to floor |Y| where it falls below
-    (keeping S's phase; Y's where S is exactly zero)."""
-    clean = spec - noise
-    mag, low = clean.abs(), floor * spec.abs()
-    lifted = torch.where(mag > 0, clean / mag.clamp_min(1e-20), spec / spec.abs().clamp_min(1e-20)) * low
-    return torch.where(mag < low, lifted, clean)
+def subtraction_gain(mag, noise_mag, floor):
+    """Magnitude subtraction as a real gain on Y: max(|Y| - |N|, floor |Y|) / |Y|."""
+    return torch.maximum(mag - noise_mag, floor * mag) / mag.clamp_min(1e-20)
 
 
 def subtract_noise(spec, noise_mag, floor, mag=None):
     """Spectral subtraction with a floor, keeping the noisy phase: |S| = max(|Y| - |N|, floor |Y|)."""
-    mag = spec.abs() if mag is None else mag  # callers that already hold |Y| pass it
-    clean_mag = torch.maximum(mag - noise_mag, floor * mag)
-    return spec * (clean_mag / mag.clamp_min(1e-20))
+    return spec * subtraction_gain(spec.abs() if mag is None else mag, noise_mag, floor)
+
+
+def subtract_complex_parts(y_re, y_im, n_re, n_im, floor):
+    """Complex subtraction with a floor on real and imaginary parts (the form an ONNX graph takes): S = Y - N,
+    its magnitude raised to floor |Y| where it falls below (keeping S's phase; Y's where S is zero). (Re, Im) of S."""
+    s_re, s_im = y_re - n_re, y_im - n_im
+    mag = (s_re ** 2 + s_im ** 2).clamp_min(1e-40).sqrt()
+    y_mag = (y_re ** 2 + y_im ** 2).clamp_min(1e-40).sqrt()
+    low, zero = floor * y_mag, mag <= 1e-20
+    lift_re = torch.where(zero, y_re / y_mag, s_re / mag) * low
+    lift_im = torch.where(zero, y_im / y_mag, s_im / mag) * low
+    raise_ = mag < low
+    return torch.where(raise_, lift_re, s_re), torch.where(raise_, lift_im, s_im)
+
+
+def subtract_complex_noise(spec, noise, floor):
+    """subtract_complex_parts on complex tensors."""
+    return torch.complex(*subtract_complex_parts(spec.real, spec.imag, noise.real, noise.imag, floor))
 
 
 @dataclass
@@ -146,8 +162,10 @@ class NoiseSubtractionDenoiser(nn.Module):
         m = m * (torch.tanh(length) / length)
         return torch.cat([m, m[:, :, -1:]], dim=2)  # the Nyquist bin follows its neighbour
 
-    def forward(self, noisy, gain=None):
-        """noisy [B, n] -> (denoised [B, n], predicted noise magnitude |N| [B, bins, frames])."""
+    def forward(self, noisy, gain=None, with_gain=False):
+        """noisy [B, n] -> (denoised [B, n], predicted noise magnitude |N| [B, bins, frames]); with_gain, also the
+        spectral gain G [B, bins, frames] with denoised spectrum S = G Y (real for magnitude subtraction, complex for
+        complex subtraction), which the loss applies to the true noise to see how much of it gets through."""
         if gain is None:
             gain = level_gain(noisy, self.level_db)
         spec = stft(noisy * gain, self.audio)
@@ -159,7 +177,11 @@ class NoiseSubtractionDenoiser(nn.Module):
             mag = spec.abs()
             noise_mag = self.noise_fraction(mag) * mag
             clean_spec = subtract_noise(spec, noise_mag, self.floor, mag)
-        return istft(clean_spec, self.audio, noisy.shape[-1]) / gain, noise_mag / gain[..., None]
+        out = istft(clean_spec, self.audio, noisy.shape[-1]) / gain, noise_mag / gain[..., None]
+        if not with_gain:
+            return out
+        gain_spec = clean_spec * spec.conj() / spec.abs().pow(2).clamp_min(1e-30)
+        return *out, gain_spec if self.subtraction == "complex" else gain_spec.real  # the noisy phase kept: G real
 
 
 def build_model(model_args, audio_dict):
