@@ -24,6 +24,7 @@ import soundfile as sf
 import torch
 from scipy.signal import lfilter
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from audio import AudioConfig, UserError, mix, resample, rms
 
@@ -162,3 +163,135 @@ class RemixDataset(Dataset):
         else:
             noisy, voice, _ = mix(voice, noise, rng.uniform(*self.snr_range), rng.uniform(*self.level_range))
         return torch.from_numpy(noisy), torch.from_numpy(voice)
+
+
+
+# ----------------------------------------------------------------------------- the same mixtures, a batch at a time
+TAPS = 8  # sinc_read's interpolation taps a side
+PHASES = 512  # sinc_read's fractional positions, in steps of 1/PHASES sample
+
+
+def audio_bank(paths, width, device, desc):
+    """The audio of paths as one tensor [files, TAPS + width + TAPS] on device, each row its file looped from TAPS
+    samples before its start, so that reads of up to `width` samples from a start within the file never wrap;
+    and each file's length."""
+    rows, lengths = [], []
+    for p in tqdm(paths, desc=desc, unit="file", leave=False):
+        x = read_wav(p)
+        rows.append(np.resize(np.roll(x, TAPS), TAPS + width + TAPS))  # np.resize repeats x to fill the row
+        lengths.append(len(x))
+    return torch.from_numpy(np.stack(rows)).to(device), torch.tensor(lengths, device=device)
+
+
+class DeviceRemixer:
+    """RemixDataset's mixtures, drawn a whole batch at a time from audio held on the device (a GPU's memory, or
+    the CPU's) with no per-item Python: the crops, speed changes (band-limited reads, sinc_read), second noises,
+    random colouring and the mix at an SNR and level all happen on batched tensors. The distributions are
+    RemixDataset's (tests/test_dataset.py compares them); the draws come from (seed, epoch, batch), so a resumed
+    run draws what an uninterrupted one would. batch(items, epoch, k) -> (noisy, voice), each [len(items), samples]."""
+
+    def __init__(self, remix, device):
+        self.remix, self.device = remix, torch.device(device)
+        longest = max(sf.info(p).frames for p in remix.voices + remix.noises)
+        width = 2 * max(longest, round(remix.segment * (1 + SPEED_SPREAD)) + 1)  # a looped read ends within 2x
+        self.voices = audio_bank(remix.voices, width, self.device, f"voices to {self.device}")
+        self.noises = audio_bank(remix.noises, width, self.device, f"noises to {self.device}")
+        self.noise_weights = None if remix.noise_cdf is None else \
+            torch.as_tensor(np.diff(remix.noise_cdf, prepend=0), device=self.device)
+
+    def uniform(self, g, n, lo=0.0, hi=1.0):
+        return lo + (hi - lo) * torch.rand(n, generator=g, device=self.device, dtype=torch.float64)
+
+    def speeds(self, g, n):
+        """1, or with speed_prob's chance a speed within SPEED_SPREAD of 1, per item."""
+        on = self.uniform(g, n) < self.remix.speed_prob
+        return torch.where(on, self.uniform(g, n, 1 - SPEED_SPREAD, 1 + SPEED_SPREAD), torch.ones_like(on, dtype=torch.float64))
+
+    def crops(self, bank, items, speed, g):
+        """Segment-long crops of bank's files at speed, each from a random start (as RemixDataset.crop, which loops a
+        file shorter than the crop)."""
+        length = bank[1][items]
+        n = torch.round(self.remix.segment * speed).long()
+        span = torch.where(length >= n, length - n, (n // length + 1) * length - n)
+        start = torch.floor(self.uniform(g, len(items)) * (span + 1))
+        return sinc_read(bank[0], items, start, speed, self.remix.segment)
+
+    def draw_noises(self, speed, g):
+        """A noise crop per item, drawn evenly or by corpus weight; crops of pure silence are drawn again (10 tries)."""
+        count = len(self.noises[1])
+        pick = lambda n: (torch.multinomial(self.noise_weights, n, replacement=True, generator=g)
+                          if self.noise_weights is not None else
+                          torch.randint(count, (n,), generator=g, device=self.device))
+        noise = self.crops(self.noises, pick(len(speed)), speed, g)
+        for _ in range(9):
+            silent = noise.abs().amax(1) <= 1e-5
+            if not silent.any():
+                break
+            noise[silent] = self.crops(self.noises, pick(int(silent.sum())), speed[silent], g)
+        return noise
+
+    def batch(self, items, epoch, k):
+        r = self.remix
+        g = torch.Generator(self.device).manual_seed(int(np.random.SeedSequence([r.seed, epoch, k]).generate_state(1)[0]))
+        items = torch.as_tensor(items, device=self.device)
+        n = len(items)
+        voice = self.crops(self.voices, items, self.speeds(g, n), g)
+        noise = self.draw_noises(self.speeds(g, n), g)
+        if r.noise_mix_prob > 0:  # a second noise within NOISE_MIX_DB of the first, in that share of the items
+            second = self.draw_noises(self.speeds(g, n), g)
+            db = self.uniform(g, n, -NOISE_MIX_DB, NOISE_MIX_DB).float()
+            gain = batch_rms(noise) / batch_rms(second).clamp_min(1e-8) * 10 ** (db / 20)
+            noise = noise + ((self.uniform(g, n) < r.noise_mix_prob) * gain)[:, None] * second
+        if r.eq_prob > 0:  # each of voice and noise through its own random filter, in that share of the items
+            voice = torch.where((self.uniform(g, n) < r.eq_prob)[:, None], batch_eq(voice, self.uniform(g, (n, 4))), voice)
+            noise = torch.where((self.uniform(g, n) < r.eq_prob)[:, None], batch_eq(noise, self.uniform(g, (n, 4))), noise)
+        return batch_mix(voice, noise, self.uniform(g, n, *r.snr_range), self.uniform(g, n, *r.level_range))
+
+
+def batch_rms(x):
+    return x.pow(2).mean(-1).sqrt()
+
+
+def sinc_read(bank, rows, start, speed, n):
+    """n samples of each of bank's rows (audio_bank) from position start at step speed: a plain copy at speed 1, else
+    band-limited interpolation, a Kaiser-windowed sinc of TAPS taps a side with its cut-off lowered to the new
+    Nyquist when reading faster (no aliasing), looked up by fractional position in steps of 1/PHASES. [rows, n]."""
+    pos = TAPS + start[:, None] + speed[:, None] * torch.arange(n, device=bank.device, dtype=torch.float64)
+    base = torch.floor(pos).long()
+    out = bank[rows[:, None], base]
+    moved = speed != 1
+    if moved.any():
+        phase = ((pos[moved] - base[moved]) * PHASES).round().long()  # [items, n]; PHASES: the next sample, phase 0
+        d = torch.arange(-TAPS + 1, TAPS + 1, device=bank.device) - torch.arange(PHASES + 1, device=bank.device)[:, None] / PHASES
+        cutoff = torch.clamp(1 / speed[moved].float(), max=1.0)[:, None, None]
+        window = torch.special.i0(6.0 * torch.sqrt(torch.clamp(1 - (d / TAPS) ** 2, min=0))) / torch.special.i0(torch.tensor(6.0))
+        kernels = cutoff * torch.sinc(cutoff * d) * window  # [items, phases, 2 TAPS]: each item's filter at each phase
+        windows = bank[rows[moved]].unfold(1, 2 * TAPS, 1)  # [items, positions, 2 TAPS], a view
+        item = torch.arange(int(moved.sum()), device=bank.device)[:, None]
+        near = windows[item, base[moved] - TAPS + 1]  # the 2 TAPS samples around each read position
+        out[moved] = (near * kernels[item, phase]).sum(-1)
+    return out
+
+
+def batch_eq(x, taps):
+    """random_eq on every row of x, each with its own taps [rows, 4] (b1, b2, a1, a2 in [-3/8, 3/8]): the filter's
+    frequency response applied by FFT, padded so that its impulse response (poles within 0.83 of the origin) has
+    died out (equals lfilter within float error)."""
+    size = x.shape[1] + 2048
+    taps = (taps.float() - 0.5) * 0.75
+    ones = torch.ones(len(x), 1, device=x.device)
+    b = torch.fft.rfft(torch.cat([ones, taps[:, :2]], 1), size)
+    a = torch.fft.rfft(torch.cat([ones, taps[:, 2:]], 1), size)
+    return torch.fft.irfft(torch.fft.rfft(x, size) * b / a, size)[:, :x.shape[1]]
+
+
+def batch_mix(voice, noise, snr, level_db, peak=0.99):
+    """audio.mix on every row: noise scaled to the SNR, one gain on both to the level (or to the peak); a silent voice
+    crop gives its noise alone as the input and silence as the target, as RemixDataset. (noisy, voice)."""
+    energy = lambda x: x.double().pow(2).sum(-1)
+    silent = voice.abs().amax(1) < 1e-5
+    scale = torch.sqrt(energy(voice) / (energy(noise).clamp_min(1e-20) * 10 ** (snr / 10)))
+    mixture = voice + scale.float()[:, None] * noise
+    gain = torch.minimum(10 ** (level_db / 20) / batch_rms(mixture.double()).clamp_min(1e-20),
+                         peak / mixture.abs().amax(1).double().clamp_min(1e-20)).float()[:, None]
+    return torch.where(silent[:, None], noise, mixture * gain), torch.where(silent[:, None], torch.zeros_like(voice), voice * gain)
