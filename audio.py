@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 NEEDS_FFMPEG = (".3gp", ".m4a", ".aac", ".amr", ".wma", ".mp4")  # formats libsndfile cannot read
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus") + NEEDS_FFMPEG
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "unet.pt"  # the pretrained model, wherever we run
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -88,11 +90,13 @@ class AudioConfig:
 
 # ----------------------------------------------------------------------------- STFT
 def _window(cfg, device):
+    import torch  # here, not at the top: denoise.py's light path runs without PyTorch
     return torch.hann_window(cfg.n_fft, device=device)
 
 
 def stft(x, cfg):
     """Waveform [..., n] (tensor) -> complex spectrogram [..., n_fft//2 + 1, frames]."""
+    import torch
     shape = x.shape
     spec = torch.stft(x.reshape(-1, shape[-1]), cfg.n_fft, cfg.hop_length, window=_window(cfg, x.device),
                       center=True, pad_mode="reflect" if shape[-1] > cfg.n_fft // 2 else "constant",
@@ -102,6 +106,7 @@ def stft(x, cfg):
 
 def istft(spec, cfg, length):
     """Complex spectrogram [..., bins, frames] -> waveform [..., length]."""
+    import torch
     shape = spec.shape
     x = torch.istft(spec.reshape(-1, *shape[-2:]), cfg.n_fft, cfg.hop_length, window=_window(cfg, spec.device),
                     center=True, length=length)
@@ -111,7 +116,7 @@ def istft(spec, cfg, length):
 def magnitude_to_db(mag, cfg):
     """Linear STFT magnitude -> dB on the fixed scale (clipped to [db_min, db_max])."""
     ref = cfg.n_fft / 4  # sum of a periodic Hann window is n_fft/2; a sine of amplitude 1 peaks at ref
-    lib = torch if isinstance(mag, torch.Tensor) else np
+    lib = np if isinstance(mag, (np.ndarray, np.generic, float)) else __import__("torch")
     db = 20 * lib.log10(lib.clip(mag / ref, 10 ** (cfg.db_min / 20), None))
     return lib.clip(db, cfg.db_min, cfg.db_max)
 
@@ -127,6 +132,7 @@ def db_to_unit(db, cfg):
 
 def spectrogram_db(wave, cfg):
     """Mono waveform (numpy) -> dB image [n_bins, frames], Nyquist bin dropped."""
+    import torch
     spec = stft(torch.as_tensor(np.asarray(wave, dtype=np.float32)), cfg)
     return magnitude_to_db(spec.abs()[: cfg.n_bins], cfg).numpy()
 
@@ -269,4 +275,5 @@ def si_sdr(est, ref, eps=1e-8):
     ref = ref - ref.mean(-1, keepdim=True)
     alpha = (est * ref).sum(-1, keepdim=True) / ((ref * ref).sum(-1, keepdim=True) + eps)
     target = alpha * ref
+    import torch
     return 10 * torch.log10(((target ** 2).sum(-1) + eps) / (((est - target) ** 2).sum(-1) + eps))

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from audio import UserError, arg_parser, atomic_save, run_main
+from audio import DEFAULT_MODEL, UserError, arg_parser, atomic_save, run_main
 from unet import build_model, describe
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "unet.pt"  # the pretrained model, wherever we run
 
 
 def save_checkpoint(path, model, **extra):
@@ -69,7 +67,13 @@ def lineage(ckpt, path):
     earlier = data.pop("started_from", [])
     return earlier + [dict(path=str(path), epoch=ckpt.get("epoch"), epochs=cfg.get("epochs"),
                            best_val_si_sdr=ckpt.get("best_val_si_sdr"), code_version=ckpt.get("code_version"),
-                           data=data)]
+                           data=data, compute=ckpt.get("compute", []))]
+
+
+def compute_summary(sessions):
+    """ckpt["compute"] (train.py: a record per training session) in a few words: where, how long, how much audio."""
+    return "; ".join(f"{c['minutes']:g} min on {c['device']}" + (f" x {c['processes']}" if c["processes"] > 1 else "")
+                     + f" ({c['precision']}, {c['steps']} steps, {c['audio_hours']:g} h of audio)" for c in sessions)
 
 
 def run_summary(run):
@@ -99,8 +103,11 @@ def describe_checkpoint(ckpt, path):
             lines.append(f"  {run['path']}: {run_summary(run)}{origin}; "
                          f"{format_flags({k: v for k, v in f.items() if k not in common})}")
     else:
-        lines.append(f"trained: epoch {ckpt.get('epoch')} of {cfg.get('epochs')}, best validation SI-SDR "
+        span = f"a {cfg['time_budget']:g}-minute budget" if cfg.get("time_budget") else cfg.get("epochs")
+        lines.append(f"trained: epoch {ckpt.get('epoch')} of {span}, best validation SI-SDR "
                      f"{ckpt.get('best_val_si_sdr', float('nan')):.2f} dB, code {ckpt.get('code_version', 'unknown')}")
+    if ckpt.get("compute"):
+        lines.append(f"compute: {compute_summary(ckpt['compute'])}")
     if "trained_floor_db" in ckpt:
         lines.append(f"floor: tuned to {ckpt['model_args']['floor_db']:g} dB (trained at {ckpt['trained_floor_db']:g})")
     if not data:
@@ -126,7 +133,8 @@ def describe_checkpoint(ckpt, path):
         d = run.get("data") or {}
         lines.append(f"started from: {run['path']}, {run_summary(run)}; "
                      f"trained on {d.get('data_dir', '?')} ({fmt(d.get('speech_minutes'))} min of speech, "
-                     f"{fmt(d.get('noise_minutes'))} min of noise)")
+                     f"{fmt(d.get('noise_minutes'))} min of noise)"
+                     + (f"; {compute_summary(run['compute'])}" if run.get("compute") else ""))
     return "\n".join(lines)
 
 

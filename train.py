@@ -4,12 +4,14 @@ Train the noise-subtraction U-Net on a prepared set.
     python train.py                                  # data/processed -> models/trained/unet.pt
     python train.py --resume                         # carry on from models/trained/unet_last.pt
     python train.py --init-from models/unet.pt --data-dir my_data/processed   # fine-tune the pretrained model
+    python train.py --time-budget 30                 # as much as 30 minutes allow (schedule fitted to the time)
 
-Each step remixes clean voice and noise on the fly (dataset.RemixDataset), runs the whole
+Each step remixes clean voice and noise on the fly (dataset.RemixDataset in DataLoader workers, or on a GPU
+dataset.DeviceRemixer, whole batches in its memory), runs the whole
 denoiser (STFT, U-Net noise estimate, subtraction, iSTFT) and puts the loss on the denoised
 result: L1 between power-law compressed spectra (|X|^0.3, on magnitudes and, with weight
 --complex-weight, on the complex values so that the noisy phase left in a bin counts) plus a
-small SI-SDR term. Convolutions run in bfloat16 (autocast) where the hardware does that fast:
+small SI-SDR term (losses.py; --mr-weight and --residual-weight add more). Convolutions run in bfloat16 (autocast) where the hardware does that fast:
 CUDA GPUs with bf16, and CPUs with AMX or AVX512-BF16 (about 3x faster than float32 here).
 The fixed validation mixtures pick the best epoch by SI-SDR, scored in float32. Writes, next to --out:
   unet.pt (best, without optimizer state), unet_last.pt (latest, for --resume), unet_history.json, unet_curves.png.
@@ -20,7 +22,9 @@ import functools
 import hashlib
 import json
 import math
+import itertools
 import os
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -28,13 +32,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_sdr, temp_path
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
-from dataset import NOISE_MIX_DB, SPEED_SPREAD, MixtureDataset, RemixDataset, read_manifest
-from losses import loss_fn
+from dataset import NOISE_MIX_DB, SPEED_SPREAD, DeviceRemixer, MixtureDataset, RemixDataset, read_manifest
+from losses import LossWeights, loss_fn
 from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude, describe, with_temporal_blocks
 
 ARCH_FLAGS = ("base_channels", "depth", "norm", "floor_db", "subtraction", "temporal_blocks")  # defaults: unet.ModelConfig
@@ -53,13 +57,34 @@ def add_augmentation_args(p):
                         "faster or slower (resampled: pitch and formants move too)")
 
 
+def add_length_args(p):
+    """How long a run trains: --epochs, or --time-budget minutes."""
+    p.add_argument("--epochs", type=int, default=12, help="passes over the training voices (the schedule spans them)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="train for this long instead of --epochs: the warm-up and cosine schedule span the time, "
+                        "--evals validations along it, and the run ends with its best and last checkpoints")
+    p.add_argument("--evals", type=int, default=10, help="with --time-budget: validations (and checkpoints) along it")
+
+
+def add_loss_args(p):
+    """The loss's weights (losses.py)."""
+    p.add_argument("--sisdr-weight", type=float, default=0.01, help="weight of the -SI-SDR term in the loss")
+    p.add_argument("--complex-weight", type=float, default=0.0,
+                   help="share of the compressed-spectrum L1 put on complex values rather than magnitudes")
+    p.add_argument("--mr-weight", type=float, default=0.0,
+                   help="weight of the compressed-magnitude L1 at STFT sizes 256 and 1024 as well (multi-resolution)")
+    p.add_argument("--residual-weight", type=float, default=0.0,
+                   help="weight of the residual noise, the true noise through the model's spectral gain: more "
+                        "suppression of what gets through, against speech distortion")
+
+
 def parse_args(argv=None):
     p = arg_parser(__doc__)
     p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="the prepared set (prepare_data.py --out)")
     p.add_argument("--out", type=Path, default=Path("models/trained/unet.pt"),
                    help="best checkpoint (others go beside it; models/unet.pt is the pretrained model)")
     p.add_argument("--overwrite", action="store_true", help="start a new run over an existing --out")
-    p.add_argument("--epochs", type=int, default=12, help="passes over the training voices (the schedule spans them)")
+    add_length_args(p)
     p.add_argument("--batch-size", type=int, default=16, help="crops per step")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, warm-up then cosine)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="epochs of linear learning-rate warm-up")
@@ -84,14 +109,16 @@ def parse_args(argv=None):
                         f"that corrects the phase too (default {MODEL_DEFAULTS['subtraction']})")
     p.add_argument("--temporal-blocks", type=int, help="dilated blocks along time after the U-Net's bottleneck, "
                    f"each seeing twice as far (default {MODEL_DEFAULTS['temporal_blocks']}; --init-from adds them to a model)")
-    p.add_argument("--sisdr-weight", type=float, default=0.01, help="weight of the -SI-SDR term in the loss")
-    p.add_argument("--complex-weight", type=float, default=0.0,
-                   help="share of the compressed-spectrum L1 put on complex values rather than magnitudes")
+    add_loss_args(p)
     p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                    help="auto: bf16 autocast on CUDA GPUs and CPUs that support it fast, fp16 on older GPUs, else fp32")
     p.add_argument("--grad-clip", type=float, default=5.0, help="largest gradient norm")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or cuda/mps/cpu")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: 0 on CPU, 4 on GPU)")
+    p.add_argument("--mixing", choices=("auto", "loader", "device"), default="auto",
+                   help="where training mixtures are made: loader (DataLoader workers, an item at a time) or device "
+                        "(the training audio in the device's memory, whole batches mixed there: dataset.DeviceRemixer); "
+                        "auto: device on GPUs, loader on the CPU")
     p.add_argument("--seed", type=int, default=0, help="seed of the model, the remixing and the batches")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue a run (default: the _last checkpoint beside --out)")
@@ -116,13 +143,17 @@ def check_args(p, args):
     """Values argparse cannot check alone: a one-line error (p.error) for each."""
     if args.resume and args.init_from:
         p.error("--resume and --init-from exclude each other (resume continues a run; init-from starts a new one)")
-    for name in ("epochs", "batch_size", "base_channels", "depth"):
+    for name in ("epochs", "batch_size", "base_channels", "depth", "evals"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.temporal_blocks <= 6:
         p.error("--temporal-blocks must be between 0 and 6")
-    if args.lr <= 0 or args.segment_seconds <= 0:
-        p.error("--lr and --segment-seconds must be positive")
+    if args.time_budget is not None and args.stop_after:
+        p.error("--stop-after ends an --epochs run early; a --time-budget run ends when its time is spent")
+    if args.lr <= 0 or args.segment_seconds <= 0 or (args.time_budget is not None and not args.time_budget > 0):
+        p.error("--lr, --segment-seconds and --time-budget must be positive")
+    if min(args.mr_weight, args.residual_weight) < 0:
+        p.error("--mr-weight and --residual-weight must not be negative")
     for flag in ("eq_prob", "noise_mix_prob", "speed_prob"):
         if not 0 <= getattr(args, flag) <= 1:
             p.error(f"--{flag.replace('_', '-')} must be between 0 and 1")
@@ -207,7 +238,7 @@ def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
     per_item = []
     for noisy, voice in loader:
         noisy, voice = noisy.to(device), voice.to(device)
-        loss, est = loss_fn(model, noisy, voice, args.complex_weight, args.sisdr_weight)
+        loss, est = loss_fn(model, noisy, voice, LossWeights.from_args(args))
         sdr = si_sdr(est, voice)
         totals += [loss.item() * len(noisy), sdr.sum().item(), si_sdr(noisy, voice).sum().item()]
         per_item += sdr.tolist()
@@ -221,7 +252,7 @@ def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
     return [float(t / n) for t in totals] + ([by_corpus] if corpora is not None else [])
 
 
-NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "device", "workers", "arch_given", "given",
+NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "device", "workers", "mixing", "arch_given", "given",
                  *ARCH_FLAGS}
 
 
@@ -250,11 +281,13 @@ def check_same_architecture(ckpt, args, path, exempt=frozenset()):
         raise UserError(f"the checkpoint's architecture wins: {'; '.join(clash)} (leave those flags out)")
 
 
-def save_run(path, model, optimizer, scheduler, epoch, best, history, args, data):
+def save_run(path, model, optimizer, scheduler, epoch, best, history, args, data, compute):
     """optimizer=None leaves out AdamW's moments (twice the weights' size): the best checkpoint is the
-    one people ship and fine-tune from, the _last one carries everything an exact --resume needs."""
+    one people ship and fine-tune from, the _last one carries everything an exact --resume needs. compute:
+    where and how long the run trained, a record per session (Run.compute)."""
     extra = dict(scheduler=scheduler.state_dict(), epoch=epoch, best_val_si_sdr=best, history=history,
-                 config={k: config_value(v) for k, v in vars(args).items()}, data=data, code_version=code_version())
+                 config={k: config_value(v) for k, v in vars(args).items()}, data=data, code_version=code_version(),
+                 compute=compute)
     if optimizer is not None:
         extra["optimizer"] = optimizer.state_dict()
     save_checkpoint(path, model, **extra)
@@ -303,20 +336,29 @@ def all_sum(values, device, world):
     return t.tolist()
 
 
-def epoch_loader(train_set, epoch, args, rank, world, workers, device):
-    """This epoch's training batches: shuffled (split across ranks under torchrun), or drawn with replacement by
-    --corpus-weights; either way from (seed, epoch), so a resumed run sees what an uninterrupted one would."""
-    common = dict(batch_size=args.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+def epoch_order(train_set, epoch, args, rank, world):
+    """This epoch's training items for this rank: a shuffle of all voices (cut into equal shares under torchrun,
+    the first ones repeated to fill the last share), or draws with replacement by --corpus-weights; either way
+    from (seed, epoch), so a resumed run sees what an uninterrupted one would."""
+    n = len(train_set)
     if args.corpus_weights:
         rng = np.random.default_rng([args.seed, epoch])
-        order = rng.choice(len(train_set), size=len(train_set), p=train_set.corpus_weights(corpus_weights(args)))
-        return DataLoader(train_set, sampler=order[rank::world].tolist(), **common)
-    if world > 1:
-        sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=args.seed)
-        sampler.set_epoch(epoch)
-        return DataLoader(train_set, sampler=sampler, **common)
-    return DataLoader(train_set, shuffle=True, generator=torch.Generator().manual_seed(args.seed * 100003 + epoch),
-                      **common)
+        return rng.choice(n, size=n, p=train_set.corpus_weights(corpus_weights(args)))[rank::world].tolist()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 100003 + epoch)).tolist()
+    share = math.ceil(n / world)
+    return (order * 2)[:share * world][rank::world]
+
+
+def epoch_batches(data, epoch, args, rank, world, device):
+    """This epoch's training batches, (noisy, voice) on device: mixed item by item in DataLoader workers
+    (RemixDataset), or a whole batch at a time in the device's memory (DeviceRemixer, --mixing device)."""
+    order, size = epoch_order(data.train_set, epoch, args, rank, world), args.batch_size
+    if data.remixer is not None:
+        return (data.remixer.batch(order[i:i + size], epoch, k) for k, i in enumerate(range(0, len(order), size)))
+    data.train_set.set_epoch(epoch)  # fresh mixtures every epoch, the same ones after a resume
+    loader = DataLoader(data.train_set, sampler=order, batch_size=size, num_workers=data.workers,
+                        pin_memory=device.type == "cuda")
+    return ((noisy.to(device, non_blocking=True), voice.to(device, non_blocking=True)) for noisy, voice in loader)
 
 
 # ----------------------------------------------------------------------------- the steps of a run
@@ -368,8 +410,11 @@ def load_data(args, rank, world, device):
         train_set.set_noise_weights(parse_weights(args.noise_weights))
     val_set = MixtureDataset(args.data_dir, "val")
     workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
+    mixing = args.mixing if args.mixing != "auto" else "loader" if device.type == "cpu" else "device"
+    remixer = DeviceRemixer(train_set, device) if mixing == "device" else None
     mine = range(rank, len(val_set), world)  # each rank scores its share; the sums are reduced across ranks
     return SimpleNamespace(audio=audio, summary=summary, train_set=train_set, val_set=val_set, workers=workers,
+                           mixing=mixing, remixer=remixer,
                            val_loader=DataLoader(Subset(val_set, mine), batch_size=args.batch_size, num_workers=workers),
                            val_corpora=[val_set.rows[i].get("corpus") or "" for i in mine],
                            corpora=sorted({r.get("corpus") or "" for r in val_set.rows}))
@@ -407,12 +452,17 @@ def make_model(args, ckpt, ckpt_path, data, device, log):
     return model
 
 
-def build_optimizer(args, model, ckpt, steps_per_epoch, log):
-    """AdamW with linear warm-up then cosine decay over all --epochs; a resumed run takes both (and the epoch,
+def build_optimizer(args, model, ckpt, steps_per_epoch, clock, log):
+    """AdamW with linear warm-up then cosine decay, over all --epochs or (--time-budget) over the time, the
+    warm-up taking the same share of it (--warmup-epochs / --epochs); a resumed run takes both (and the epoch,
     best score and history) from its checkpoint."""
-    total, warmup = args.epochs * steps_per_epoch, max(1, round(args.warmup_epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+    if clock.timed:
+        warm = max(args.warmup_epochs / args.epochs, 1e-9)
+        schedule = lambda s: min(1.0, max(clock.fraction(), 1e-3) / warm) * 0.5 * (1 + math.cos(math.pi * clock.fraction()))
+    else:
+        total, warmup = args.epochs * steps_per_epoch, max(1, round(args.warmup_epochs * steps_per_epoch))
+        schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if ckpt is None:
         return optimizer, scheduler, 1, -math.inf, []
@@ -421,7 +471,67 @@ def build_optimizer(args, model, ckpt, steps_per_epoch, log):
     else:  # a best/shipped checkpoint: same weights and schedule position, fresh AdamW moments
         log("the checkpoint holds no optimizer state (a best checkpoint): AdamW restarts its moments")
     scheduler.load_state_dict(ckpt["scheduler"])
-    return optimizer, scheduler, ckpt["epoch"] + 1, ckpt["best_val_si_sdr"], ckpt["history"]
+    # a --time-budget run validates within epochs (epoch 3.4): it resumes with the next whole epoch
+    return optimizer, scheduler, math.floor(ckpt["epoch"]) + 1, ckpt["best_val_si_sdr"], ckpt["history"]
+
+
+class Clock:
+    """A run's training time and work: this session's steps and items, and with --time-budget the time spent
+    (earlier sessions' too, after --resume), read on rank 0 and shared each step so that every rank takes the
+    same learning rate and stops at the same step. Validations fall at each 1/--evals of the budget and when
+    it is spent; training stops early enough for the last one (as long as the one before) to fit."""
+
+    def __init__(self, minutes, evals, earlier_s, device, world):
+        self.timed, self.budget = minutes is not None, (minutes or 0) * 60
+        self.earlier, self.start, self.device, self.world = earlier_s, time.time(), device, world
+        self.now, self.reserve, self.steps, self.items = earlier_s, 0.0, 0, 0
+        self.marks = [self.budget * k / evals for k in range(1, evals)]
+
+    def tick(self, items):
+        """After each training step."""
+        self.steps, self.items = self.steps + 1, self.items + items
+        if self.timed:
+            t = torch.tensor(self.earlier + time.time() - self.start, dtype=torch.float64, device=self.device)
+            if self.world > 1:
+                import torch.distributed as dist
+                dist.broadcast(t, 0)
+            self.now = t.item()
+
+    def session_seconds(self):
+        return time.time() - self.start
+
+    def fraction(self):
+        return min(1.0, self.now / self.budget) if self.timed else 0.0
+
+    def up(self):
+        return self.timed and self.now + self.reserve >= self.budget
+
+    def due(self):
+        return self.up() or self.timed and bool(self.marks) and self.now >= self.marks[0]
+
+    def validated(self, seconds):
+        self.reserve, self.marks = seconds, [m for m in self.marks if m > self.now]
+
+
+def device_name(device):
+    """The machine a run trained on, for ckpt["compute"]: the GPU's name, or the CPU's model and threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (mps)"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def compute_record(clock, data, args, device, world, amp_dtype):
+    """Where and how long this session trained: ckpt["compute"] holds one per session of a run."""
+    return dict(device=device_name(device), processes=world, precision=str(amp_dtype or torch.float32).replace("torch.", ""),
+                mixing=data.mixing, minutes=round(clock.session_seconds() / 60, 2), steps=clock.steps,
+                audio_hours=round(clock.items * world * args.segment_seconds / 3600, 3),
+                date=time.strftime("%Y-%m-%d"), code_version=code_version())
 
 
 def log_start(args, model, data, device, world, amp_dtype, log):
@@ -438,35 +548,50 @@ def log_start(args, model, data, device, world, amp_dtype, log):
         log(f"training {what} drawn by corpus: " + ", ".join(f"{c} {100 * w[labels == c].sum():.0f}%" for c in sorted(set(labels))))
     log(f"{describe(model)}; code {code_version()}; device {device}{f' x {world} processes' if world > 1 else ''}; "
         f"{str(amp_dtype or torch.float32).replace('torch.', '')} autocast; "
-        f"{len(train_set)} training voices remixed each epoch, {len(data.val_set)} validation mixtures")
+        f"{len(train_set)} training voices remixed each epoch ({data.mixing} mixing), {len(data.val_set)} validation mixtures"
+        + (f"; {args.time_budget:g} minutes of training" if args.time_budget else ""))
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, amp_dtype, args, device, bar_name, master):
-    """One pass over the loader: the training loss summed over this rank's items, and their count."""
-    running, n = 0.0, 0
-    bar = tqdm(loader, desc=bar_name, leave=False, disable=not master)
-    for noisy, voice in bar:
-        noisy, voice = noisy.to(device, non_blocking=True), voice.to(device, non_blocking=True)
-        loss, _ = loss_fn(model, noisy, voice, args.complex_weight, args.sisdr_weight, amp_dtype)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        running, n = running + loss.item() * len(noisy), n + len(noisy)
-        bar.set_postfix(loss=f"{running / n:.4f}")
-    return running, n
+def batch_stream(data, args, rank, world, device, start_epoch):
+    """The run's training batches, epoch after epoch (--epochs of them, or without end under --time-budget), each
+    with the position it ends: epoch - 1 + share of the epoch done (a whole number at an epoch's end)."""
+    epochs = itertools.count(start_epoch) if args.time_budget else range(start_epoch, args.epochs + 1)
+    for epoch in epochs:
+        steps = math.ceil(len(epoch_order(data.train_set, epoch, args, rank, world)) / args.batch_size)
+        for k, (noisy, voice) in enumerate(epoch_batches(data, epoch, args, rank, world, device)):
+            yield epoch - 1 + (k + 1) / steps, noisy, voice
+
+
+def train_step(model, noisy, voice, optimizer, scheduler, scaler, amp_dtype, weights, args):
+    """One optimizer step; the batch's loss (a tensor: reading it waits for the device)."""
+    loss, _ = loss_fn(model, noisy, voice, weights, amp_dtype)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def run_bar(args, clock, start_epoch, steps_per_epoch, master):
+    """One progress bar for the whole run: steps of all --epochs, or the --time-budget's seconds (time left shown)."""
+    if clock.timed:
+        return tqdm(total=round(clock.budget), initial=round(clock.now), unit="s", disable=not master, dynamic_ncols=True,
+                    bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s, {remaining} left{postfix}")
+    return tqdm(total=args.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch, unit="step",
+                disable=not master, dynamic_ncols=True)
 
 
 def validate(model, data, args, device, world, epoch, train_loss, lr, t0, best):
-    """Score the validation mixtures; the history record of this epoch, and a line for the log."""
+    """Score the validation mixtures; the history record of this epoch (or point in it), and a line for the log."""
+    t_val = time.time()
     val_loss, val_sdr, val_noisy, by_corpus = evaluate(model, data.val_loader, device, args, world, data.val_corpora,
                                                        data.corpora)
     record = dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_si_sdr=val_sdr,
-                  val_noisy_si_sdr=val_noisy, val_si_sdr_by_corpus=by_corpus, lr=lr, seconds=time.time() - t0)
-    line = (f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
+                  val_noisy_si_sdr=val_noisy, val_si_sdr_by_corpus=by_corpus, lr=lr, seconds=time.time() - t0,
+                  train_seconds=t_val - t0)
+    line = (f"epoch {epoch:g}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, val SI-SDR {val_sdr:.2f} dB "
             f"(noisy {val_noisy:.2f}, {val_sdr - val_noisy:+.2f}){' *best*' if val_sdr > best else ''} "
             f"[{time.time() - t0:.0f} s]")
     if len(by_corpus) > 1:
@@ -474,22 +599,22 @@ def validate(model, data, args, device, world, epoch, train_loss, lr, t0, best):
     return record, line
 
 
-def write_epoch(paths, model, optimizer, scheduler, epoch, best, history, args, data_summary_, improved):
-    """The best checkpoint when this epoch improved, the _last one always, the history and the curves."""
+def write_epoch(paths, model, optimizer, scheduler, epoch, best, history, args, data_summary_, improved, compute):
+    """The best checkpoint when this validation improved, the _last one always, the history and the curves."""
     if improved:
-        save_run(paths.best, model, None, scheduler, epoch, best, history, args, data_summary_)
-    save_run(paths.last, model, optimizer, scheduler, epoch, best, history, args, data_summary_)
+        save_run(paths.best, model, None, scheduler, epoch, best, history, args, data_summary_, compute)
+    save_run(paths.last, model, optimizer, scheduler, epoch, best, history, args, data_summary_, compute)
     atomic_save(paths.history, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     plot_history(history, paths.curves)
 
 
-def stop_reason(args, epoch, history, best):
-    """Why to stop after this epoch (--patience, --stop-after), or None."""
-    since_best = epoch - max(h["epoch"] for h in history if h["val_si_sdr"] == best)
+def stop_reason(args, position, history, best):
+    """Why to stop after this validation (--patience, --stop-after), or None."""
+    since_best = len(history) - 1 - max(i for i, h in enumerate(history) if h["val_si_sdr"] == best)
     if args.patience and since_best >= args.patience:
-        return f"no better validation SI-SDR for {args.patience} epochs: stopping early"
-    if args.stop_after and epoch >= args.stop_after:
-        return f"stopping after epoch {epoch} as asked; continue with --resume"
+        return f"no better validation SI-SDR for {args.patience} validations: stopping early"
+    if args.stop_after and position >= args.stop_after:
+        return f"stopping after epoch {position:g} as asked; continue with --resume"
     return None
 
 
@@ -521,7 +646,7 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world, device = setup_distributed(args)
     master = rank == 0  # only rank 0 prints, writes checkpoints, history and plots
-    log = print if master else (lambda *a, **k: None)
+    log = (lambda line: tqdm.write(line)) if master else (lambda line: None)  # tqdm.write: below the progress bar
     torch.manual_seed(args.seed)
     paths = output_paths(args, master)
     ckpt, ckpt_path = resume_checkpoint(args, paths, log)
@@ -529,29 +654,44 @@ def main(argv=None):
     raw_model = make_model(args, ckpt, ckpt_path, data, device, log)
     amp_dtype = pick_precision(args.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    steps_per_epoch = math.ceil(len(data.train_set) / (args.batch_size * world))
-    optimizer, scheduler, start_epoch, best, history = build_optimizer(args, raw_model, ckpt, steps_per_epoch, log)
+    steps_per_epoch = math.ceil(len(epoch_order(data.train_set, 1, args, rank, world)) / args.batch_size)
+    earlier = (ckpt or {}).get("compute", [])  # the sessions of this run before a --resume
+    clock = Clock(args.time_budget, args.evals, 60 * sum(c["minutes"] for c in earlier), device, world)
+    optimizer, scheduler, start_epoch, best, history = build_optimizer(args, raw_model, ckpt, steps_per_epoch, clock, log)
     model = raw_model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         raw_model, device_ids=[device] if device.type == "cuda" else None)
     log_start(args, raw_model, data, device, world, amp_dtype, log)
 
-    for epoch in range(start_epoch, args.epochs + 1):
-        t0 = time.time()
-        data.train_set.set_epoch(epoch)  # fresh mixtures every epoch, the same ones after a resume
-        loader = epoch_loader(data.train_set, epoch, args, rank, world, data.workers, device)
-        running, n = train_one_epoch(model, loader, optimizer, scheduler, scaler, amp_dtype, args, device,
-                                     f"epoch {epoch}/{args.epochs}", master)
-        running, n = all_sum([running, n], device, world)
-        record, line = validate(model, data, args, device, world, epoch, running / n, scheduler.get_last_lr()[0], t0, best)
+    weights, bar = LossWeights.from_args(args), run_bar(args, clock, start_epoch, steps_per_epoch, master)
+    running, n, t0 = torch.zeros((), device=device), 0, time.time()
+    for position, noisy, voice in batch_stream(data, args, rank, world, device, start_epoch):
+        running += train_step(model, noisy, voice, optimizer, scheduler, scaler, amp_dtype, weights, args) * len(noisy)
+        n += len(noisy)
+        clock.tick(len(noisy))  # before the scheduler's step: a --time-budget schedule reads the clock
+        scheduler.step()
+        bar.update(min(clock.now, bar.total) - bar.n if clock.timed else 1)
+        bar.set_description(f"epoch {position:.2f}" if clock.timed else f"epoch {math.ceil(position)}/{args.epochs}", False)
+        if clock.steps % 10 == 0:
+            bar.set_postfix_str(f"loss {running.item() / n:.4f}")
+        if not (clock.due() if clock.timed else position == int(position)):
+            continue
+        train_loss, n_all = all_sum([running.item(), n], device, world)
+        record, line = validate(model, data, args, device, world, round(position, 3), train_loss / n_all,
+                                scheduler.get_last_lr()[0], t0, best)
         history.append(record)
         improved, best = record["val_si_sdr"] > best, max(best, record["val_si_sdr"])
         log(line)
         if master:
-            write_epoch(paths, raw_model, optimizer, scheduler, epoch, best, history, args, data.summary, improved)
-        reason = stop_reason(args, epoch, history, best)
+            compute = earlier + [compute_record(clock, data, args, device, world, amp_dtype)]
+            write_epoch(paths, raw_model, optimizer, scheduler, record["epoch"], best, history, args, data.summary,
+                        improved, compute)
+        clock.validated(time.time() - t0 - record["train_seconds"])
+        running, n, t0 = torch.zeros((), device=device), 0, time.time()
+        reason = stop_reason(args, position, history, best) or (clock.up() and f"the {args.time_budget:g}-minute budget is spent")
         if reason:
             log(reason)
             break
+    bar.close()
 
     if world > 1:
         check_ranks_agree(raw_model, world, log)

@@ -201,11 +201,10 @@ def test_corpus_weights_draw_as_asked(prepared, tmp_path):
     ds = RemixDataset(prepared, "train")
     ds.corpora = ["a" if i % 4 == 0 else "b" for i in range(len(ds))]  # a quarter of the voices from corpus a
     args = train.parse_args(["--corpus-weights", "a=3", "--batch-size", "4"])
-    loader = train.epoch_loader(ds, 1, args, 0, 1, 0, torch.device("cpu"))
-    drawn = np.array([ds.corpora[i] for _ in range(200) for i in train.epoch_loader(
-        ds, _, args, 0, 1, 0, torch.device("cpu")).sampler])
+    drawn = np.array([ds.corpora[i] for e in range(200) for i in train.epoch_order(ds, e, args, 0, 1)])
     assert np.mean(drawn == "a") == pytest.approx(0.5, abs=0.03)  # 3 x 1/4 against 3/4: half
-    assert list(loader.sampler) == list(train.epoch_loader(ds, 1, args, 0, 1, 0, torch.device("cpu")).sampler)
+    assert train.epoch_order(ds, 1, args, 0, 1) == train.epoch_order(ds, 1, args, 0, 1)  # from (seed, epoch)
+    assert train.epoch_order(ds, 1, args, 0, 1) != train.epoch_order(ds, 2, args, 0, 1)
     with pytest.raises(UserError, match="no corpus c"):
         ds.corpus_weights({"c": 2.0})
     with pytest.raises(SystemExit):
@@ -343,3 +342,33 @@ def test_noise_weights_draw_noise_by_corpus(prepared, monkeypatch):
     with pytest.raises(SystemExit):
         train.parse_args(["--noise-weights", "hiss"])
     assert dataset.noise_corpus("esc10/audio/1-1.flac") == "esc10" and dataset.noise_corpus("n1.wav") == ""
+
+
+def test_a_time_budget_run_ends_on_time_with_its_checkpoints(prepared, tmp_path):
+    """--time-budget: validations along the time, the schedule fitted to it, best and last checkpoints at the
+    end, and where and how long it trained in ckpt["compute"]; here with the batches mixed in memory."""
+    out = tmp_path / "unet.pt"
+    train.main(["--data-dir", str(prepared), "--out", str(out), *TINY_MODEL, "--time-budget", "0.25", "--evals", "3",
+                "--mixing", "device", "--residual-weight", "0.1", "--mr-weight", "0.1"])
+    last = torch.load(out.with_name("unet_last.pt"), weights_only=True)
+    best = torch.load(out, weights_only=True)
+    history = last["history"]
+    assert 2 <= len(history) <= 4 and all(torch.isfinite(torch.tensor(h["val_loss"])) for h in history)
+    assert history[-1]["epoch"] > history[0]["epoch"] > 0
+    lrs = [h["lr"] for h in history]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.05 * 3e-3 < lrs[0]  # the cosine runs out with the time
+    (compute,) = last["compute"]
+    assert compute["mixing"] == "device" and compute["steps"] > 0 and compute["audio_hours"] > 0
+    assert compute["minutes"] <= 0.25 + 0.2  # it stops when the time is spent (plus the last validation's save)
+    assert best["best_val_si_sdr"] == max(h["val_si_sdr"] for h in history)
+    text = describe_checkpoint(last, out)
+    assert "0.25-minute budget" in text and "compute: " in text and "steps" in text
+
+
+def test_ranks_share_every_epoch_equally():
+    from types import SimpleNamespace
+    args = SimpleNamespace(seed=0, corpus_weights=[])
+    voices = list(range(10))
+    shares = [train.epoch_order(voices, 1, args, rank, 3) for rank in range(3)]
+    assert len({len(s) for s in shares}) == 1  # the same number of steps on every rank
+    assert sorted(set(sum(shares, []))) == voices
