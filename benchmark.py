@@ -11,7 +11,9 @@ when installed), onnx (onnxruntime vs PyTorch for the network and for the whole 
 startup (`python denoise.py one.wav`, and its import + model-load part), folder (--files short
 files through one denoise.py process), memory (peak RSS of denoise.py on a --long-minutes
 48 kHz stereo file), train (train.py's step: samples/s, and its FLOP/s against the machine's
-measured convolution FLOP/s), loader (dataset.RemixDataset items/s, 0 and 2 workers).
+measured convolution FLOP/s), loader (dataset.RemixDataset items/s, 0 and 2 workers), throughput
+(train.py's whole step, mixing included: seconds of audio trained per second, with the mixtures made
+by DataLoader or in the device's memory, dataset.DeviceRemixer; on the CPU, and on a GPU when there is one).
 Test audio is generated (demo_corpus's procedural voice and noise families) into a temporary
 folder and deleted at the end. Torch uses --threads threads (OMP_NUM_THREADS is set before
 torch is imported, and passed on to the denoise.py subprocesses).
@@ -31,7 +33,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent
-WHAT = ("rtf", "onnx", "startup", "folder", "memory", "train", "loader")
+WHAT = ("rtf", "onnx", "startup", "folder", "memory", "train", "loader", "throughput")
 NOISES = ("babble", "fan", "traffic", "rain", "pink_hiss", "hum")
 
 
@@ -50,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=20, help="timed training steps (after 2 warm-up steps)")
     p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="prepared set for the loader test")
     p.add_argument("--loader-items", type=int, help="items per loader pass (None: one epoch of the train split)")
+    p.add_argument("--throughput-batch", type=int, help="batch size of the throughput test (None: the model's training batch)")
     p.add_argument("--tmp", type=Path, help="where to write the test audio (None: the system's temp folder)")
     return p.parse_args(argv)
 
@@ -232,7 +235,7 @@ def bench_train(ctx):
     and plain float32): samples/s, and FLOP/s against a measured conv's FLOP/s."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from losses import loss_fn
+    from losses import LossWeights, loss_fn
     from unet import NoiseSubtractionDenoiser
     d = ctx.train_config  # batch size, segment length, optimiser and loss settings, from the checkpoint
     if d is None:
@@ -249,7 +252,7 @@ def bench_train(ctx):
         opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
 
         def step():
-            loss, _ = loss_fn(model, noisy, voice, d.complex_weight, d.sisdr_weight, amp)
+            loss, _ = loss_fn(model, noisy, voice, LossWeights(d.complex_weight, d.sisdr_weight), amp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
@@ -310,6 +313,47 @@ def bench_loader(ctx):
         t = time.perf_counter() - t
         report(ctx, f"RemixDataset, {workers} workers", f"{n / t:.0f} items/s",
                f"{n} items of {d.segment_seconds:g} s, batch {d.batch_size}, {ctx.args.data_dir}, incl. worker start-up")
+
+
+def bench_throughput(ctx):
+    """7. train.py's steps with their mixing (epoch_batches, train_step): seconds of audio trained per second, the
+    mixtures made in DataLoader workers or a batch at a time in the device's memory, on the CPU and any GPU."""
+    if not (ctx.args.data_dir / "manifest.csv").exists() or ctx.train_config is None:
+        print(f"needs a prepared set at {ctx.args.data_dir} and a model with its training settings: throughput skipped")
+        return
+    import torch
+    import train
+    from dataset import DeviceRemixer, RemixDataset
+    from losses import LossWeights
+    from unet import NoiseSubtractionDenoiser
+    d = ctx.train_config
+    run = SimpleNamespace(seed=0, corpus_weights=[], batch_size=ctx.args.throughput_batch or d.batch_size, grad_clip=d.grad_clip)
+    ds = RemixDataset(ctx.args.data_dir, "train", d.segment_seconds, d.snr_range, d.level_range, 0, ctx.sr,
+                      d.eq_prob, d.noise_mix_prob, d.speed_prob)
+    for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
+        amp = train.pick_precision("auto", device)
+        model = NoiseSubtractionDenoiser(ctx.model.config, ctx.model.audio).train().to(device)
+        model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+        for mixing in ("loader", "device"):
+            data = SimpleNamespace(train_set=ds, workers=0 if device.type == "cpu" else 4,
+                                   remixer=DeviceRemixer(ds, device) if mixing == "device" else None)
+            batches = train.epoch_batches(data, 1, run, 0, 1, device)
+            steps = min(ctx.args.train_steps, len(ds) // run.batch_size - 2)
+            step = lambda: train.train_step(model, *next(batches), opt, sched, scaler, amp, LossWeights.from_args(d), run)
+            step(), step()  # warm-up (and the loader's first batch)
+            t = time.perf_counter()
+            loss = sum(step() for _ in range(steps)).item()  # .item() waits for the device
+            t = time.perf_counter() - t
+            assert np.isfinite(loss)
+            audio_s = steps * run.batch_size * d.segment_seconds
+            name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {ctx.args.threads} threads"
+            report(ctx, f"training throughput, {mixing} mixing, {device.type}", f"{audio_s / t:.1f} audio-s/s "
+                   f"({t / steps * 1000:.0f} ms/step)", f"{name}, {str(amp or torch.float32).replace('torch.', '')}, batch "
+                   f"{run.batch_size} x {d.segment_seconds:g} s, {steps} steps after 2, {ctx.args.data_dir} with the "
+                   f"model's augmentations, {data.workers} loader workers")
 
 
 # ----------------------------------------------------------------------------- main
