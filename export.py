@@ -1,33 +1,41 @@
 """
-Export a trained model's noise estimate to ONNX.
+Export a trained model as one ONNX graph: the whole denoiser, waveform in, waveform out.
 
     python export.py                                        # models/unet.pt -> models/unet.onnx
     python export.py --model models/real/unet.pt --out real.onnx
 
-The graph is the model's noise estimate, whole. For a magnitude model it is
-NoiseSubtractionDenoiser.noise_fraction: the linear STFT magnitude |Y| [batch, n_fft/2 + 1,
-frames] of the waveform brought to the model's level (level_db dBFS RMS) -> the predicted
-noise as a fraction of |Y| (a sigmoid, 0..1), same shape. For a complex model it is
-noise_mask: Y as (Re, Im) [batch, 2, n_fft/2 + 1, frames] -> the complex fraction M of Y
-that is noise, as (Re, Im), same shape. The fixed dB scale, the U-Net and the Nyquist-bin
-copy are inside; batch and frames are dynamic, any number of frames. The STFT, the level
-gain, the subtraction and the inverse STFT stay outside (torch or numpy), so a runtime swaps
-this graph in for the one torch call:
-`onnx_backend.denoiser_from_onnx(path)` builds a denoiser that denoise.denoise_array/denoise_stream
-use unchanged. The audio settings and model_args travel in the file's metadata_props (JSON),
-so it describes itself.
+The graph (Pipeline below) holds everything between reading and writing: the level gain,
+the STFT (a convolution with a windowed DFT basis), the U-Net's noise estimate, the
+subtraction with its floor, and the inverse STFT (the transposed convolution, with
+overlap-add normalisation). denoise.py runs it in onnxruntime without PyTorch; the light
+runtime only reads, resamples, chunks and writes (onnx_backend.py).
+
+    inputs   waveform  float32 [batch, samples]  mono audio at the model's rate
+             rms       float32 [batch, 1]        the whole recording's RMS (chunks are levelled as the whole)
+             floor_db  float32 [1]               most attenuation per bin, dB (the model's own: metadata)
+    outputs  denoised           float32 [batch, samples]
+             magnitude, noise_magnitude, denoised_magnitude  float32 [batch, n_fft/2 + 1, frames]:
+             |Y|, the predicted |N| and |S| at the recording's level, for plots
+
+The audio settings, model_args, the checkpoint's description and two fingerprints (of the
+weights and of the .pt file's bytes) travel in the file's metadata, so it describes itself
+and denoise.py can tell an export of this very checkpoint.
 """
+import hashlib
 import io
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from audio import arg_parser, UserError, atomic_save, run_main
-from checkpoint import DEFAULT_MODEL, load_checkpoint, model_from_checkpoint
-from onnx_backend import GRAPHS, IO_NAMES, OnnxNoiseEstimate, fingerprint
+from audio import DEFAULT_MODEL, UserError, arg_parser, atomic_save, run_main, si_sdr
+from checkpoint import describe_checkpoint, load_checkpoint, model_from_checkpoint
+from onnx_backend import GRAPH, INPUTS, OUTPUTS, OnnxDenoiser, file_sha256
+from unet import gain_from_rms, subtract_complex_parts, subtraction_gain
 
 OPSET = 18
 
@@ -45,76 +53,115 @@ def parse_args(argv=None):
     return args
 
 
-class NoiseEstimate(torch.nn.Module):
-    """The exported part: |Y| [B, bins, frames] -> noise fraction (magnitude models), or
-    Y as (Re, Im) [B, 2, bins, frames] -> complex noise fraction as (Re, Im) (complex models)."""
+class Pipeline(torch.nn.Module):
+    """The denoiser of unet.NoiseSubtractionDenoiser.forward in operations every ONNX runtime has: the STFT
+    (torch.stft, centred, reflect padding, periodic Hann window) as a strided convolution with the windowed
+    DFT basis, its inverse (torch.istft) as the transposed convolution divided by the overlap-added squared
+    window. The level gain, the U-Net and the subtraction are the model's own functions."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+        n, bins = model.audio.n_fft, model.audio.n_fft // 2 + 1
+        angle = 2 * math.pi * torch.outer(torch.arange(bins, dtype=torch.float64), torch.arange(n, dtype=torch.float64)) / n
+        window = torch.hann_window(n, dtype=torch.float64)
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)])  # rows: Re, then Im, of e^{-2 pi i k t / n}
+        # irfft: x[t] = sum_k c_k / n (Re X_k cos - Im X_k sin), c = 1 for DC and Nyquist, 2 between
+        c = torch.full((bins,), 2.0, dtype=torch.float64)
+        c[0] = c[-1] = 1.0
+        self.register_buffer("analysis", (basis * window)[:, None].float())  # [2 bins, 1, n]
+        self.register_buffer("synthesis", (basis * (torch.cat([c, c]) / n)[:, None] * window)[:, None].float())
+        self.register_buffer("window_sq", (window ** 2)[None, None].float())
 
-    def forward(self, x):
-        return self.model.noise_mask(x) if self.model.subtraction == "complex" else self.model.noise_fraction(x)
+    def forward(self, waveform, rms, floor_db):
+        model, hop, half = self.model, self.model.audio.hop_length, self.model.audio.n_fft // 2
+        bins, samples = half + 1, waveform.shape[-1]
+        gain = gain_from_rms(rms, model.level_db)
+        spec = F.conv1d(F.pad((waveform * gain)[:, None], (half, half), mode="reflect"), self.analysis, stride=hop)
+        re, im = spec[:, :bins], spec[:, bins:]
+        floor = torch.pow(10.0, floor_db / 20)
+        if model.subtraction == "complex":
+            m = model.noise_mask(torch.stack([re, im], dim=1))
+            n_re, n_im = m[:, 0] * re - m[:, 1] * im, m[:, 0] * im + m[:, 1] * re
+            s_re, s_im = subtract_complex_parts(re, im, n_re, n_im, floor)
+            noise = torch.sqrt(n_re ** 2 + n_im ** 2)
+        else:
+            mag = torch.sqrt(re ** 2 + im ** 2)
+            noise = model.noise_fraction(mag) * mag
+            g = subtraction_gain(mag, noise, floor)
+            s_re, s_im = g * re, g * im
+        y = F.conv_transpose1d(torch.cat([s_re, s_im], dim=1), self.synthesis, stride=hop)
+        envelope = F.conv_transpose1d(torch.ones_like(spec[:1, :1]), self.window_sq, stride=hop)
+        y = (y / envelope)[:, 0, half: half + samples] / gain
+        level = gain[..., None]
+        return (y, torch.sqrt(re ** 2 + im ** 2) / level, noise / level,
+                torch.sqrt(s_re ** 2 + s_im ** 2) / level)
 
 
-def example_input(model, frames):
-    """A random input of the graph's shape: magnitudes, or (Re, Im) pairs, at speech-like levels."""
-    bins = model.audio.n_fft // 2 + 1
-    if model.subtraction == "complex":
-        return torch.randn(1, 2, bins, frames) * model.audio.n_fft / 8
-    return torch.rand(1, bins, frames) * model.audio.n_fft / 4
+def fingerprint(model):
+    """SHA-256 of the weights (float32, by name): which weights an export holds, whatever file they came in."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
-def metadata(model, ckpt=None):
-    """What the file says of itself (metadata_props, JSON values): graph, audio, model_args, weights' hash."""
-    if model.subtraction == "complex":
-        io = dict(input="spectrum: float32 [batch, 2, n_fft/2+1, frames], (Re, Im) of the STFT (audio.stft) of the "
-                        "waveform scaled to level_db dBFS RMS (unet.level_gain)",
-                  output="noise_mask: float32, same shape, (Re, Im) of the complex fraction M of the spectrum that "
-                         "is noise (|M| < 1); the denoised spectrum is Y - M Y")
-    else:
-        io = dict(input="magnitude: float32 [batch, n_fft/2+1, frames], linear STFT magnitude (audio.stft) of the "
-                        "waveform scaled to level_db dBFS RMS (unet.level_gain)",
-                  output="noise_fraction: float32, same shape, predicted noise magnitude / magnitude (0..1)")
-    meta = dict(graph=GRAPHS[model.subtraction], audio=model.audio.to_dict(), model_args=model.config.to_dict(),
-                weights_sha256=fingerprint(model), **io)
+def example_inputs(model, samples=None, batch=1, seed=0):
+    """A noisy tone at speech level (default: 1 s), its RMS, and the model's floor: the graph's inputs."""
+    samples = samples or model.audio.sample_rate
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples) / model.audio.sample_rate
+    x = 0.1 * torch.sin(2 * math.pi * 220 * t) + 0.03 * torch.randn(batch, samples, generator=g)
+    return x, x.pow(2).mean(-1, keepdim=True).sqrt(), torch.tensor([model.config.floor_db])
+
+
+def metadata(model, ckpt, path):
+    """What the file says of itself (metadata_props, JSON values)."""
+    meta = dict(graph=GRAPH, audio=model.audio.to_dict(), model_args=model.config.to_dict(),
+                weights_sha256=fingerprint(model), checkpoint_sha256=file_sha256(path),
+                description=describe_checkpoint(ckpt, Path(path).name), inputs=INPUTS, outputs=OUTPUTS)
     for key in ("epoch", "best_val_si_sdr", "code_version"):
-        if ckpt and key in ckpt:
+        if key in ckpt:
             meta[key] = ckpt[key]
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
-def _to_proto(model, exporter, opset, frames=100):
-    """torch.onnx.export of NoiseEstimate with dynamic batch and frames -> onnx.ModelProto."""
+def _to_proto(model, exporter, opset):
+    """torch.onnx.export of the Pipeline with dynamic batch and samples -> onnx.ModelProto."""
     import onnx
-    net = NoiseEstimate(model).eval()
-    example = example_input(model, frames)
-    inp, out = IO_NAMES[model.subtraction]
-    frames_axis = example.dim() - 1
-    names = dict(input_names=[inp], output_names=[out], opset_version=opset)
+    net = Pipeline(model).eval()
+    example = example_inputs(model)
+    names = dict(input_names=list(INPUTS), output_names=list(OUTPUTS), opset_version=opset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" etc.
         if exporter == "dynamo":
             # Dim.DYNAMIC, not named Dims: with named ones torch 2.13 trips on the U-Net's pad to a multiple
             # of 2^depth ("Cannot create Dim with inconsistent min=0, max=-oo"); the dims are named below
-            dims = {0: torch.export.Dim.DYNAMIC, frames_axis: torch.export.Dim.DYNAMIC}
-            program = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes={"x": dims},
-                                        verbose=False, **names)
-            proto = program.model_proto
+            d = torch.export.Dim.DYNAMIC
+            shapes = {"waveform": {0: d, 1: d}, "rms": {0: d}, "floor_db": None}
+            proto = torch.onnx.export(net, example, dynamo=True, dynamic_shapes=shapes, verbose=False,
+                                      **names).model_proto
         else:
             buf = io.BytesIO()
-            axes = {0: "batch", frames_axis: "frames"}
-            torch.onnx.export(net, (example,), buf, dynamo=False, dynamic_axes={inp: axes, out: axes}, **names)
+            axes = dict(waveform={0: "batch", 1: "samples"}, rms={0: "batch"}, denoised={0: "batch", 1: "samples"},
+                        **{k: {0: "batch", 2: "frames"} for k in list(OUTPUTS)[1:]})
+            torch.onnx.export(net, example, buf, dynamo=False, dynamic_axes=axes, **names)
             proto = onnx.load_from_string(buf.getvalue())
-    for value in (*proto.graph.input, *proto.graph.output):  # the output's frames read as an expression: name it
+    for value in (*proto.graph.input, *proto.graph.output):  # name the dynamic dims (some read as expressions)
         dims = value.type.tensor_type.shape.dim
-        dims[0].dim_param, dims[len(dims) - 1].dim_param = "batch", "frames"
+        if value.name != "floor_db":
+            dims[0].dim_param = "batch"
+        if value.name in ("waveform", "denoised"):
+            dims[1].dim_param = "samples"
+        elif value.name in OUTPUTS:
+            dims[2].dim_param = "frames"
     return proto
 
 
-def export(model, path, exporter="auto", opset=OPSET, ckpt=None):
-    """Write the model's noise estimate as ONNX to path (atomically); returns the exporter that worked."""
+def export(model, path, ckpt, ckpt_path, exporter="auto", opset=OPSET):
+    """Write the model's Pipeline as ONNX to path (atomically); returns the exporter that worked."""
     try:
         import onnx
     except ImportError:
@@ -129,9 +176,9 @@ def export(model, path, exporter="auto", opset=OPSET, ckpt=None):
             errors.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
     else:
         raise UserError("ONNX export failed (" + "; ".join(errors) + ")")
-    for key, value in metadata(model, ckpt).items():
+    for key, value in metadata(model, ckpt, ckpt_path).items():
         proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = "U-Net noise estimate of a noise-subtraction speech denoiser; see metadata_props"
+    proto.doc_string = "noise-subtraction U-Net speech denoiser, waveform to waveform; see metadata_props"
     onnx.checker.check_model(proto)
     atomic_save(path, lambda tmp: onnx.save(proto, tmp))
     return name
@@ -144,13 +191,14 @@ def main(argv=None):
     out = args.out or args.model.with_suffix(".onnx")
     if out.resolve() == args.model.resolve():
         raise UserError(f"--out {out} would replace the model itself")
-    used = export(model, out, args.exporter, args.opset, ckpt)
+    used = export(model, out, ckpt, args.model, args.exporter, args.opset)
     line = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, torch {torch.__version__} {used} exporter)"
-    try:  # a quick check on an odd number of frames, when onnxruntime is installed
-        x = example_input(model, 77)
+    try:  # a quick check on an odd length, when onnxruntime is installed: the graph against the PyTorch model
+        x, rms, _ = example_inputs(model, model.audio.sample_rate + 1, seed=1)
         with torch.no_grad():
-            diff = (OnnxNoiseEstimate(out)(x) - NoiseEstimate(model)(x)).abs().max().item()
-        line += f"; onnxruntime matches PyTorch within {diff:.1e}"
+            expected = model(x, gain_from_rms(rms, model.level_db))[0]
+        got = torch.from_numpy(OnnxDenoiser(out).denoise(x.numpy(), rms[:, 0].numpy()))
+        line += f"; onnxruntime matches PyTorch: SI-SDR {si_sdr(got, expected, eps=1e-20).item():.1f} dB between the outputs"
     except ImportError:
         line += "; pip install onnxruntime to run it"
     print(line)

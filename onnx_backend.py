@@ -1,108 +1,93 @@
 """
-Running an exported model (python export.py) in onnxruntime, for denoise.py --backend and for
-callers that ship only the .onnx file.
+The light runtime: an exported model (python export.py) in onnxruntime, no PyTorch.
 
-Only the U-Net's noise estimate is in the graph (export.py says what it computes); the STFT, the
-level gain, the subtraction with its floor and the inverse STFT stay in torch, so a denoiser with
-this graph swapped in is used exactly as the PyTorch one (denoise.denoise_array, denoise_stream).
+The .onnx file is the whole denoiser (export.Pipeline: level, STFT, U-Net, subtraction with
+its floor, inverse STFT), so OnnxDenoiser only feeds it audio at the model's rate and the
+recording's RMS; denoise.py reads, resamples, chunks and writes around it, the same code for
+either runner (this one, or denoise.TorchDenoiser with PyTorch).
 """
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from audio import UserError
-from unet import build_model
+from audio import AudioConfig, UserError
 
-GRAPHS = {"magnitude": "noise_fraction/1", "complex": "noise_mask/1"}  # what the graph computes, and its version
-IO_NAMES = {"magnitude": ("magnitude", "noise_fraction"), "complex": ("spectrum", "noise_mask")}
+GRAPH = "denoiser/1"  # what the graph computes, and its version
+INPUTS = {"waveform": "float32 [batch, samples], mono audio at the model's sample_rate",
+          "rms": "float32 [batch, 1], RMS of the whole recording (its level gain is computed inside)",
+          "floor_db": "float32 [1], most attenuation per bin in dB (model_args.floor_db by default)"}
+OUTPUTS = {"denoised": "float32 [batch, samples]",
+           "magnitude": "float32 [batch, n_fft/2+1, frames], |Y| of the input",
+           "noise_magnitude": "float32, same shape, the predicted |N|, what is subtracted",
+           "denoised_magnitude": "float32, same shape, |S| of the output"}
 
 
-def fingerprint(model):
-    """SHA-256 of the weights (float32), so that denoise.py can tell an export of this very checkpoint."""
-    import hashlib
+def file_sha256(path):
+    """SHA-256 of a file's bytes (an export records its checkpoint's, so the pair is never mixed up)."""
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
 
 
-def read_metadata(path):
-    """metadata_props of an exported file, JSON values decoded."""
-    import onnx
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    out = {}
-    for k, v in props.items():
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
-
-
-def onnx_session(path, threads=None):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-class OnnxNoiseEstimate:
-    """A stand-in for model.noise_fraction (or model.noise_mask) that runs the exported graph in onnxruntime."""
+class OnnxDenoiser:
+    """An exported denoiser in onnxruntime, behind the runner interface denoise.py uses: .audio, .depth,
+    .temporal_blocks, .level_db, a settable .floor_db, denoise(x, rms) and spectra(x, rms)."""
 
     def __init__(self, path, threads=None):
-        self.session = onnx_session(path, threads)
-        self.input = self.session.get_inputs()[0].name
+        import onnxruntime as ort  # an ImportError tells the caller to fall back or to say what to install
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise UserError(f"{path} is not a readable ONNX model ({str(e).strip().splitlines()[-1][:120]})") from None
+        meta = {}
+        for k, v in self.session.get_modelmeta().custom_metadata_map.items():
+            try:
+                meta[k] = json.loads(v)
+            except ValueError:
+                meta[k] = v
+        if meta.get("graph") != GRAPH:
+            raise UserError(f"{path} is not an export of this repo's denoiser (graph {meta.get('graph')!r}, "
+                            f"expected {GRAPH!r}); export it again with python export.py")
+        self.path, self.meta = Path(path), meta
+        self.audio = AudioConfig.from_dict(meta["audio"])
+        args = meta["model_args"]
+        self.depth, self.temporal_blocks, self.level_db = args["depth"], args["temporal_blocks"], args["level_db"]
+        self.floor_db = args["floor_db"]
 
-    def __call__(self, x):
-        out = self.session.run(None, {self.input: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(out).to(x.device)
+    def _run(self, names, x, rms):
+        """The graph on x [batch, n] (float32) with the recording's rms [batch]; inputs shorter than the STFT's
+        reflect padding allows are zero-padded (and the padding cut off the waveform again)."""
+        n = x.shape[-1]
+        short = max(0, self.audio.n_fft // 2 + 1 - n)
+        feed = dict(waveform=np.ascontiguousarray(np.pad(x, ((0, 0), (0, short))), dtype=np.float32),
+                    rms=np.asarray(rms, dtype=np.float32).reshape(-1, 1),
+                    floor_db=np.array([self.floor_db], dtype=np.float32))
+        return self.session.run(names, feed)
+
+    def denoise(self, x, rms):
+        """x [batch, n] at the model's rate -> denoised [batch, n]."""
+        return self._run(["denoised"], x, rms)[0][:, : x.shape[-1]]
+
+    def spectra(self, x, rms):
+        """x [1, n] -> |Y|, predicted |N|, |S| [bins, frames], at the recording's level."""
+        return [a[0] for a in self._run(["magnitude", "noise_magnitude", "denoised_magnitude"], x, rms)]
 
 
-def use_onnx(model, path, threads=None):
-    """Swap the model's noise estimate for the exported graph at path (the STFT and subtraction stay in torch)."""
-    name = "noise_mask" if model.subtraction == "complex" else "noise_fraction"
-    setattr(model, name, OnnxNoiseEstimate(path, threads))
-    return model
-
-
-def denoiser_from_onnx(path, threads=None):
-    """A NoiseSubtractionDenoiser whose noise estimate runs in onnxruntime (no .pt needed)."""
-    meta = read_metadata(path)
-    if meta.get("graph") not in GRAPHS.values():
-        raise UserError(f"{path} is not an ONNX export of this repo's model (graph {meta.get('graph')!r})")
-    return use_onnx(build_model(meta["model_args"], meta["audio"]).eval(), path, threads)
-
-
-def matching_onnx(path, model):
-    """The ONNX export of exactly these weights beside the checkpoint at path, or None."""
-    onnx_path = Path(path).with_suffix(".onnx")
-    if not onnx_path.exists():
+def export_of(checkpoint, threads=None):
+    """The OnnxDenoiser of checkpoint's export beside it (same name, .onnx), if it was made from this very
+    file (its bytes' SHA-256 in the metadata); None if there is none, it is stale or onnxruntime is missing."""
+    onnx_path = Path(checkpoint).with_suffix(".onnx")
+    if not onnx_path.is_file():
         return None
     try:
-        meta = read_metadata(onnx_path)
-    except Exception:  # onnx not installed, or not a readable file: PyTorch it is
+        runner = OnnxDenoiser(onnx_path, threads)
+    except (ImportError, UserError):
         return None
-    return onnx_path if meta.get("weights_sha256") == fingerprint(model) else None
-
-
-def use_backend(model, path, backend, device):
-    """Swap the U-Net call for onnxruntime where asked (or, with auto, where a matching export exists)."""
-    if backend == "torch" or device != "cpu":
-        if backend == "onnx":
-            raise UserError("--backend onnx runs on the CPU only")
-        return model
-    onnx_path = matching_onnx(path, model)
-    if onnx_path is None:
-        if backend == "onnx":
-            raise UserError(f"no ONNX export of {path} beside it: run `python export.py --model {path}`")
-        return model
-    try:
-        use_onnx(model, onnx_path, torch.get_num_threads())
-    except ImportError:
-        if backend == "onnx":
-            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime") from None
-    return model
+    return runner if runner.meta.get("checkpoint_sha256") == file_sha256(checkpoint) else None

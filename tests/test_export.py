@@ -1,15 +1,22 @@
-"""export.py: the ONNX graph matches PyTorch on any number of frames, and describes itself."""
+"""export.py and the light runtime: the whole denoiser as one ONNX graph gives the PyTorch model's output, on
+any length, for both kinds of model; denoise.py runs it without PyTorch; the shipped export is of the shipped
+checkpoint."""
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
+import soundfile as sf
 import torch
 
+import denoise
 import export
-import onnx_backend
-from audio import UserError
+from audio import DEFAULT_MODEL, UserError, si_sdr
 from checkpoint import load_model, save_checkpoint
-from conftest import SR, voiced
-from denoise import denoise_array
+from conftest import ROOT, SR, voiced
+from onnx_backend import GRAPH, OnnxDenoiser, export_of, file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -19,80 +26,89 @@ def exported(trained, tmp_path_factory):
     return out
 
 
-def magnitudes(batch, frames, seed):
-    """Linear magnitudes spread over the whole dB scale (-110..+20 dB), so the clip is exercised too."""
-    db = torch.from_numpy(np.random.default_rng(seed).uniform(-110, 20, (batch, 257, frames)).astype(np.float32))
-    return 128 * 10 ** (db / 20)
+def noisy(seconds, seed, batch=1):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    return np.stack([voiced(seconds, SR, 120 + 30 * b, rng)[:n] + 0.05 * rng.standard_normal(n).astype(np.float32)
+                     for b in range(batch)])
 
 
-@pytest.mark.parametrize("batch, frames", [(1, 77), (2, 200)])
-def test_onnxruntime_matches_pytorch(trained, exported, batch, frames):
-    model = load_model(trained)
-    mag = magnitudes(batch, frames, frames)
+def agreement_db(got, expected):
+    """SI-SDR of one output against the other (no epsilon: the two are meant to agree to float precision)."""
+    return si_sdr(torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64), eps=0)
+
+
+def torch_output(model, x, rms):
+    from unet import gain_from_rms
     with torch.no_grad():
-        expected = model.noise_fraction(mag).numpy()
-    got = onnx_backend.OnnxNoiseEstimate(exported)(mag).numpy()
-    assert got.shape == expected.shape == (batch, 257, frames)
-    assert np.abs(got - expected).max() < 1e-4
+        return model(torch.from_numpy(x), gain_from_rms(torch.from_numpy(rms)[:, None], model.level_db))[0].numpy()
 
 
-def test_graph_is_dynamic_and_metadata_round_trips(trained, exported):
+@pytest.mark.parametrize("samples, batch", [(257, 1), (16001, 1), (5 * SR + 77, 2)])
+def test_the_graph_gives_the_pytorch_models_output(trained, exported, samples, batch):
+    """Odd lengths (not whole frames nor whole U-Net pooling blocks), the shortest the reflect padding allows,
+    a batch; the RMS is the recording's, not the chunk's, so a quieter rms gives a louder-levelled input."""
     model = load_model(trained)
+    x = noisy(samples / SR, samples, batch)[:, :samples]
+    rms = np.float32(0.5) * np.sqrt(np.mean(x ** 2, axis=1))
+    got, expected = OnnxDenoiser(exported).denoise(x, rms), torch_output(model, x, rms)
+    assert got.shape == expected.shape == (batch, samples)
+    assert agreement_db(got, expected).min() > 60
+
+
+def test_metadata_names_the_checkpoint_and_the_dims_are_dynamic(trained, exported):
+    model, runner = load_model(trained), OnnxDenoiser(exported)
+    assert runner.meta["graph"] == GRAPH and runner.audio == model.audio
+    assert runner.meta["model_args"] == model.config.to_dict()
+    assert runner.meta["weights_sha256"] == export.fingerprint(model)
+    assert runner.meta["checkpoint_sha256"] == file_sha256(trained)
+    assert "best validation SI-SDR" in runner.meta["description"]
     proto = onnx.load(str(exported))
     assert proto.opset_import[0].version >= 17
-    for value in (*proto.graph.input, *proto.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        assert [d.dim_param or d.dim_value for d in dims] == ["batch", 257, "frames"]
-    meta = onnx_backend.read_metadata(exported)
-    assert meta["audio"] == model.audio.to_dict()
-    assert meta["model_args"] == model.config.to_dict()
-    assert meta["graph"] == onnx_backend.GRAPHS["magnitude"]
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in (*proto.graph.input, *proto.graph.output)}
+    assert dims["waveform"] == dims["denoised"] == ["batch", "samples"] and dims["rms"] == ["batch", 1]
+    assert dims["noise_magnitude"] == ["batch", 257, "frames"]
 
 
-def test_onnx_denoiser_matches_torch_denoiser(trained, exported):
-    """Swapped in for the torch call, the exported graph gives the same denoised audio."""
-    rng = np.random.default_rng(1)
-    audio = (voiced(1.3, SR, 140, rng) + 0.05 * rng.standard_normal(int(1.3 * SR)).astype(np.float32))[None]
-    expected = denoise_array(load_model(trained), audio, SR)
-    got = denoise_array(onnx_backend.denoiser_from_onnx(exported), audio, SR)
-    assert np.abs(got - expected).max() < 1e-4
+def test_the_floor_reaches_the_graph(trained, exported):
+    """--floor-db on the light path: 0 dB lets everything through; -12 keeps more than the model's own floor."""
+    x = noisy(1.5, 3)
+    rms = np.sqrt(np.mean(x ** 2, axis=1))
+    runner, model = OnnxDenoiser(exported), load_model(trained)
+    own = runner.denoise(x, rms)
+    runner.floor_db = 0.0
+    assert np.abs(runner.denoise(x, rms) - x).max() < 1e-4
+    runner.floor_db = model.config.floor_db = -12.0
+    kept = runner.denoise(x, rms)
+    assert np.sum(own ** 2) < np.sum(kept ** 2) and agreement_db(kept, torch_output(model, x, rms)) > 60
 
 
-def test_one_line_errors(tmp_path):
-    with pytest.raises(UserError, match="no model at"):
-        export.main(["--model", str(tmp_path / "missing.pt")])
-    bad = tmp_path / "bad.pt"
-    bad.write_text("not a checkpoint")
-    with pytest.raises(UserError, match="not a readable checkpoint"):
-        export.main(["--model", str(bad)])
-
-
-def test_denoise_uses_an_export_of_the_same_weights_only(trained, tmp_path):
-    """denoise.py's auto backend: onnxruntime when model.onnx beside model.pt holds the same weights."""
-    import shutil
+def test_denoise_uses_an_export_of_this_very_checkpoint_only(trained, tmp_path):
+    """--backend auto: onnxruntime when m.onnx beside m.pt was exported from its bytes; a retrained m.pt
+    (same name) makes the export stale, and PyTorch runs it again."""
     ckpt = tmp_path / "m.pt"
     shutil.copy(trained, ckpt)
-    rng = np.random.default_rng(3)
-    audio = voiced(1.5, SR, 140, rng)[None] + 0.02 * rng.standard_normal((1, int(1.5 * SR))).astype(np.float32)
-    expected = denoise_array(load_model(ckpt), audio, SR)
-    assert not isinstance(onnx_backend.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, onnx_backend.OnnxNoiseEstimate)
+    args = denoise.parse_args(["x.wav", "--model", str(ckpt)])
+    assert isinstance(denoise.load_runner(args), denoise.TorchDenoiser)
     with pytest.raises(UserError, match="no ONNX export"):
-        onnx_backend.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
+        denoise.load_runner(denoise.parse_args(["x.wav", "--model", str(ckpt), "--backend", "onnx"]))
     export.main(["--model", str(ckpt)])  # -> m.onnx beside it
-    model = onnx_backend.use_backend(load_model(ckpt), ckpt, "auto", "cpu")
-    assert isinstance(model.noise_fraction, onnx_backend.OnnxNoiseEstimate)
-    assert np.abs(denoise_array(model, audio, SR) - expected).max() < 1e-4
-    assert not isinstance(onnx_backend.use_backend(load_model(ckpt), ckpt, "torch", "cpu").noise_fraction, onnx_backend.OnnxNoiseEstimate)
-    # other weights under the same name: the stale export is ignored
+    runner = denoise.load_runner(args)
+    assert isinstance(runner, OnnxDenoiser)
+    x = noisy(2.3, 4)
+    expected = denoise.denoise_array(load_model(ckpt), x, SR, chunk_seconds=1.0)
+    assert agreement_db(denoise.denoise_array(runner, x, SR, chunk_seconds=1.0), expected) > 60
+    assert isinstance(denoise.load_runner(denoise.parse_args(["x.wav", "--model", str(ckpt), "--backend", "torch"])),
+                      denoise.TorchDenoiser)
     other = torch.load(ckpt, weights_only=True)
     other["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in other["model"].items()}
     torch.save(other, ckpt)
-    assert not isinstance(onnx_backend.use_backend(load_model(ckpt), ckpt, "auto", "cpu").noise_fraction, onnx_backend.OnnxNoiseEstimate)
+    assert export_of(ckpt) is None and isinstance(denoise.load_runner(args), denoise.TorchDenoiser)
 
 
-def test_a_complex_model_exports_and_denoises_the_same_through_onnxruntime(tmp_path):
-    """The complex model's graph (here with temporal blocks): (Re, Im) of Y in, (Re, Im) of the noise fraction
-    out; denoise.py's onnx backend."""
+def test_a_complex_model_exports_and_denoises_the_same(tmp_path):
+    """The complex model's graph (here with temporal blocks), through denoise_array's chunks."""
     from unet import ModelConfig, NoiseSubtractionDenoiser
     torch.manual_seed(0)
     model = NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2, subtraction="complex", temporal_blocks=2)).eval()
@@ -103,14 +119,63 @@ def test_a_complex_model_exports_and_denoises_the_same_through_onnxruntime(tmp_p
     ckpt = tmp_path / "complex.pt"
     save_checkpoint(ckpt, model)
     export.main(["--model", str(ckpt)])
-    proto = onnx.load(str(ckpt.with_suffix(".onnx")))
-    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*proto.graph.input, *proto.graph.output)]
-    assert dims == [["batch", 2, 257, "frames"]] * 2
-    assert onnx_backend.read_metadata(ckpt.with_suffix(".onnx"))["graph"] == onnx_backend.GRAPHS["complex"]
-    rng = np.random.default_rng(2)
-    audio = (voiced(1.1, SR, 130, rng) + 0.05 * rng.standard_normal(int(1.1 * SR)).astype(np.float32))[None]
-    expected = denoise_array(load_model(ckpt), audio, SR)
-    onnx_model = onnx_backend.use_backend(load_model(ckpt), ckpt, "onnx", "cpu")
-    assert isinstance(onnx_model.noise_mask, onnx_backend.OnnxNoiseEstimate)
-    assert np.abs(denoise_array(onnx_model, audio, SR) - expected).max() < 1e-4
-    assert np.abs(denoise_array(onnx_backend.denoiser_from_onnx(ckpt.with_suffix(".onnx")), audio, SR) - expected).max() < 1e-4
+    x = noisy(2.1, 5)
+    expected = denoise.denoise_array(load_model(ckpt), x, SR, chunk_seconds=0.5)
+    got = denoise.denoise_array(OnnxDenoiser(ckpt.with_suffix(".onnx")), x, SR, chunk_seconds=0.5)
+    assert agreement_db(got, expected) > 60
+
+
+def test_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="no model at"):
+        export.main(["--model", str(tmp_path / "missing.pt")])
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        export.main(["--model", str(bad)])
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_text("not a model")
+    with pytest.raises(UserError, match="not a readable ONNX model"):
+        denoise.main(["--model", str(bad_onnx), "--info"])
+
+
+def test_the_shipped_export_is_of_the_shipped_checkpoint():
+    """models/unet.onnx was made by export.py from models/unet.pt as it is now: re-export after any change."""
+    onnx_path = DEFAULT_MODEL.with_suffix(".onnx")
+    runner = OnnxDenoiser(onnx_path)
+    assert runner.meta["checkpoint_sha256"] == file_sha256(DEFAULT_MODEL), "models/unet.pt changed: python export.py"
+    model = load_model(DEFAULT_MODEL)
+    assert runner.meta["weights_sha256"] == export.fingerprint(model)
+    x = noisy(3.0, 6)
+    rms = np.sqrt(np.mean(x ** 2, axis=1))
+    assert agreement_db(runner.denoise(x, rms), torch_output(model, x, rms)) > 60
+
+
+NO_TORCH = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['denoise.py', *sys.argv[1:]]; "
+            f"sys.path.insert(0, {str(ROOT)!r}); "
+            f"runpy.run_path({str(ROOT / 'denoise.py')!r}, run_name='__main__')")
+
+
+def light_cli(cwd, *argv):
+    """denoise.py in a process where `import torch` fails, as in an environment from requirements-denoise.txt."""
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, argv)], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_denoise_runs_the_shipped_model_without_pytorch(tmp_path):
+    x = noisy(2.0, 7, batch=2).T
+    sf.write(tmp_path / "in.wav", x, 44100, subtype="PCM_16")
+    r = light_cli(tmp_path, "in.wav", "--plot")
+    assert r.returncode == 0, r.stderr
+    y, sr = sf.read(tmp_path / "in_denoised.wav", dtype="float32")
+    assert sr == 44100 and y.shape == x.shape and (tmp_path / "in_denoised.png").is_file()
+    expected = denoise.denoise_array(load_model(DEFAULT_MODEL), sf.read(tmp_path / "in.wav", dtype="float32")[0].T, sr)
+    assert agreement_db(y.T, expected).min() > 60
+    info = light_cli(tmp_path, "--info")
+    assert info.returncode == 0 and "MODEL_CARD.md" in info.stdout and "as recorded in its export" in info.stdout
+
+
+def test_without_pytorch_a_checkpoint_with_no_export_is_a_one_line_error(trained, tmp_path):
+    sf.write(tmp_path / "in.wav", noisy(0.5, 8)[0], SR)
+    r = light_cli(tmp_path, "in.wav", "--model", trained)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "needs PyTorch" in r.stderr, r.stderr
+    assert not (tmp_path / "in_denoised.wav").exists()
