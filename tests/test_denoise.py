@@ -186,9 +186,8 @@ def test_plot_shows_the_predicted_noise(trained, subtraction):
         NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2, subtraction="complex")).eval()
     rng = np.random.default_rng(4)
     noisy = (voiced(2.0, 16000, 120, rng) + noise_clip("hiss", 2.0, 16000, rng)).astype(np.float32)
-    gain = denoise.recording_gain(model, lambda a, b: noisy[None, a:b], len(noisy), 16000)[0]
-    clean = denoise.denoise_array(model, noisy[None], 16000)[0]
-    noisy_db, noise_db, clean_db = denoise.plot_images(model, noisy, clean, gain)
+    rms = denoise.recording_rms(lambda a, b: noisy[None, a:b], len(noisy))[0]
+    noisy_db, noise_db, clean_db = denoise.plot_images(denoise.as_runner(model), noisy, rms)
     assert noisy_db.shape == noise_db.shape == clean_db.shape
     assert np.all(noise_db <= noisy_db + 0.01)
     if subtraction == "magnitude":  # |S| = max(|Y| - |N|, floor |Y|): most of a bin predicted as noise leaves little
