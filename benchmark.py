@@ -3,12 +3,14 @@ Speed and memory figures for denoising and training, on the CPU. Prints, asserts
 
     python benchmark.py                          # everything, at the real sizes (about 15-30 min on 2 cores)
     python benchmark.py --what rtf onnx          # some of it
+    python benchmark.py --what light memory --python .venv-denoise/bin/python   # the light runtime
     python benchmark.py --seconds 5 --long-minutes 0.2 --files 2 --repeats 1 --train-steps 2 --loader-items 32
                                                  # a smoke run: same code, tiny sizes
 
 Measurements (--what): rtf (denoise.denoise_array on a --seconds 16 kHz file, beside noisereduce
-when installed), onnx (onnxruntime vs PyTorch for the network and for the whole denoiser),
-startup (`python denoise.py one.wav`, and its import + model-load part), folder (--files short
+when installed), onnx (the exported graph in onnxruntime vs the PyTorch model: output agreement and
+RTF), light (denoise.py under --python: start-up plus a 5 s file, and marginal RTF beside
+noisereduce's), startup (`python denoise.py one.wav`, and its import + model-load part), folder (--files short
 files through one denoise.py process), memory (peak RSS of denoise.py on a --long-minutes
 48 kHz stereo file), train (train.py's step: samples/s, and its FLOP/s against the machine's
 measured convolution FLOP/s), loader (dataset.RemixDataset items/s, 0 and 2 workers), throughput
@@ -33,7 +35,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent
-WHAT = ("rtf", "onnx", "startup", "folder", "memory", "train", "loader", "throughput")
+WHAT = ("rtf", "onnx", "light", "startup", "folder", "memory", "train", "loader", "throughput")
 NOISES = ("babble", "fan", "traffic", "rain", "pink_hiss", "hum")
 
 
@@ -43,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--model", type=Path, default=Path("models/unet.pt"),
                    help="checkpoint to time (if missing: an untrained model of the default size, same compute)")
     p.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads")
+    p.add_argument("--python", default=sys.executable,
+                   help="interpreter of the denoise.py processes (light, startup, folder, memory), e.g. "
+                        ".venv-denoise/bin/python for the light runtime (default: this one)")
     p.add_argument("--what", nargs="+", choices=("all",) + WHAT, default=["all"], help="which figures to measure")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the rtf/onnx test file")
     p.add_argument("--long-minutes", type=float, default=60.0, help="length of the memory test file (48 kHz stereo)")
@@ -106,7 +111,14 @@ def report(ctx, name, value, settings):
 
 
 def denoise_cmd(ctx, *args):
-    return [sys.executable, "denoise.py", *map(str, args), "--model", str(ctx.model_path), "--overwrite"]
+    return [ctx.python, "denoise.py", *map(str, args), "--model", str(ctx.model_path), "--overwrite",
+            "--threads", str(ctx.args.threads)]
+
+
+def load_runner_code(ctx):
+    """python -c code that imports denoise.py and loads the model as denoise.py would (PyTorch or onnxruntime)."""
+    return (f"import denoise; denoise.load_runner(denoise.parse_args(['--info', '--model', {str(ctx.model_path)!r}, "
+            f"'--threads', '{ctx.args.threads}']))")
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -129,7 +141,9 @@ def bench_rtf(ctx):
 
 
 def bench_onnx(ctx):
-    """7. onnxruntime vs PyTorch: the network part (the noise estimate export.py exports) and the whole denoise_array."""
+    """7. The exported denoiser (export.py: one graph, STFT to inverse STFT) in onnxruntime against the PyTorch
+    model: how far apart their outputs are (SI-SDR of one against the other) on a 16 kHz mono file and a 44.1 kHz
+    stereo one, and the RTF of both through denoise.denoise_array."""
     try:
         import onnxruntime
     except ImportError:
@@ -137,30 +151,53 @@ def bench_onnx(ctx):
         return
     import torch
     import denoise
-    import export
-    from audio import stft
-    from onnx_backend import OnnxNoiseEstimate, denoiser_from_onnx
-    from unet import level_gain
-    path = ctx.tmp / "unet.onnx"
-    exporter = export.export(ctx.model, path)
-    x = torch.from_numpy(ctx.clip())[None]
-    spec = stft(x * level_gain(x, ctx.model.level_db), ctx.model.audio)
-    net_in = torch.stack([spec.real, spec.imag], 1) if ctx.model.subtraction == "complex" else spec.abs()
+    from audio import resample, si_sdr
+    from onnx_backend import OnnxDenoiser
+    path, how = ctx.onnx_path()
+    onnx_runner, torch_runner = OnnxDenoiser(path, ctx.args.threads), denoise.TorchDenoiser(ctx.model)
+    clip, runs, secs = ctx.clip()[None], ctx.args.repeats, ctx.args.seconds
+    stereo = resample(np.concatenate([clip, np.roll(clip, ctx.sr // 3) * 0.8]), ctx.sr, 44100)
+    for name, audio, sr in (("16 kHz mono", clip, ctx.sr), ("44.1 kHz stereo", stereo, 44100)):
+        a, b = (torch.from_numpy(denoise.denoise_array(r, audio, sr)).double() for r in (onnx_runner, torch_runner))
+        report(ctx, f"onnxruntime vs PyTorch output, {name}", "SI-SDR " + ", ".join(
+            f"{v:.1f}" for v in si_sdr(a, b, eps=0).tolist()) + " dB (per channel)", f"{secs:g} s, {how}")
+    t_torch = best_of(lambda: denoise.denoise_array(torch_runner, clip, ctx.sr), runs)
+    t_ort = best_of(lambda: denoise.denoise_array(onnx_runner, clip, ctx.sr), runs)
+    report(ctx, "RTF denoise_array, onnxruntime (whole graph)", f"{t_ort / secs:.4f} (PyTorch {t_torch / secs:.4f}; "
+           f"PyTorch/onnxruntime time {t_torch / t_ort:.2f})", f"{secs:g} s 16 kHz mono, 10 s chunks, "
+           f"{ctx.args.threads} threads, onnxruntime {onnxruntime.__version__}, best of {runs} after a warm-up")
+
+
+def bench_light(ctx):
+    """8. The light runtime as a user meets it, whole process (denoise.py under --python, e.g. a venv made from
+    requirements-denoise.txt): start-up plus a 5 s file, and the marginal RTF ((t(5 s + --seconds) - t(5 s)) /
+    --seconds), beside noisereduce's marginal RTF on the same audio (in this process)."""
+    probe = subprocess.run([ctx.python, "-c", "import torch"], capture_output=True)
+    short, long_ = ctx.tmp / "five.wav", ctx.tmp / "long16.wav"
+    five = speech_in_noise(5.0, ctx.sr, seed=2)
+    sf.write(short, five, ctx.sr, subtype="PCM_16")
+    sf.write(long_, np.concatenate([five, ctx.clip()]), ctx.sr, subtype="PCM_16")
+    run = lambda f: lambda: subprocess.run(denoise_cmd(ctx, f, "-o", f.with_name(f.stem + "_out.wav")), cwd=ROOT,
+                                           check=True, capture_output=True)
     runs, secs = ctx.args.repeats, ctx.args.seconds
-    net, onnx_net = export.NoiseEstimate(ctx.model), OnnxNoiseEstimate(path, ctx.args.threads)
-    with torch.no_grad():
-        t_torch = best_of(lambda: net(net_in), runs)
-    t_ort = best_of(lambda: onnx_net(net_in), runs)
-    setting = (f"{secs:g} s as one {list(net_in.shape)} call, {ctx.args.threads} threads, onnxruntime "
-               f"{onnxruntime.__version__}, {exporter} exporter, best of {runs}")
-    report(ctx, "RTF network, PyTorch", f"{t_torch / secs:.4f}", setting)
-    report(ctx, "RTF network, onnxruntime", f"{t_ort / secs:.4f}; PyTorch/onnxruntime time {t_torch / t_ort:.2f}", setting)
-    audio = ctx.clip()[None]
-    onnx_model = denoiser_from_onnx(path, ctx.args.threads)
-    t_torch = best_of(lambda: denoise.denoise_array(ctx.model, audio, ctx.sr), runs)
-    t_ort = best_of(lambda: denoise.denoise_array(onnx_model, audio, ctx.sr), runs)
-    report(ctx, "RTF denoise_array, onnxruntime inside", f"{t_ort / secs:.4f} (PyTorch {t_torch / secs:.4f}; "
-           f"ratio {t_torch / t_ort:.2f})", f"{secs:g} s, 10 s chunks, STFT/iSTFT in torch, best of {runs}")
+    t5, t_long = best_of(run(short), runs), best_of(run(long_), runs)
+    env = f"{ctx.python} ({'PyTorch importable' if probe.returncode == 0 else 'no PyTorch'}), {ctx.args.threads} threads"
+    report(ctx, "start-up + 5 s file, python denoise.py five.wav", f"{t5:.2f} s", f"16 kHz mono PCM_16, {env}, "
+           f"best of {runs} after a warm-up")
+    report(ctx, "marginal RTF, python denoise.py", f"{(t_long - t5) / secs:.4f}",
+           f"(t({5 + secs:g} s) - t(5 s)) / {secs:g} s, same files, {env}")
+    try:
+        import noisereduce
+    except ImportError:
+        print("noisereduce is not installed (pip install noisereduce): its comparison is skipped")
+        return
+    from importlib.metadata import version
+    long_audio = np.concatenate([five, ctx.clip()])
+    n5 = best_of(lambda: noisereduce.reduce_noise(y=five, sr=ctx.sr, stationary=False), runs)
+    n_long = best_of(lambda: noisereduce.reduce_noise(y=long_audio, sr=ctx.sr, stationary=False), runs)
+    report(ctx, "marginal RTF, noisereduce (non-stationary)", f"{(n_long - n5) / secs:.4f} (plain RTF on "
+           f"{5 + secs:g} s: {n_long / (5 + secs):.4f})", f"noisereduce {version('noisereduce')} defaults (n_jobs=1), "
+           f"in-process, same audio, best of {runs}")
 
 
 def bench_startup(ctx):
@@ -170,13 +207,12 @@ def bench_startup(ctx):
     run = lambda cmd: lambda: subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     runs = ctx.args.repeats
     t_all = best_of(run(denoise_cmd(ctx, one, "-o", ctx.tmp / "one_out.wav")), runs)
-    t_load = best_of(run([sys.executable, "-c", f"import denoise; denoise.load_model({str(ctx.model_path)!r})"]), runs)
-    t_torch = best_of(run([sys.executable, "-c", "import torch"]), runs)
+    t_load = best_of(run([ctx.python, "-c", load_runner_code(ctx)]), runs)
     ctx.startup = t_all
-    setting = f"best of {runs} after a warm-up, {ctx.args.threads} threads"
+    setting = f"best of {runs} after a warm-up, {ctx.args.threads} threads, {ctx.python}"
     report(ctx, "start-up python denoise.py one.wav (1 s)", f"{t_all:.2f} s", setting)
-    report(ctx, "  of which import + load_model", f"{t_load:.2f} s (import torch alone {t_torch:.2f} s); "
-           f"reading, denoising, writing {t_all - t_load:.2f} s", setting)
+    report(ctx, "  of which import + load_runner", f"{t_load:.2f} s; reading, denoising, writing {t_all - t_load:.2f} s",
+           setting)
 
 
 def bench_folder(ctx):
@@ -223,9 +259,10 @@ def bench_memory(ctx):
     finally:
         for p in (src, out):
             p.unlink(missing_ok=True)
-    _, base = run_measured([sys.executable, "-c", f"import denoise; denoise.load_model({str(ctx.model_path)!r})"])
+    _, base = run_measured([ctx.python, "-c", load_runner_code(ctx)])
     setting = f"{secs / 60:g} min 48 kHz stereo PCM_16 WAV ({size:.0f} MB), {ctx.args.threads} threads, one run"
-    report(ctx, "peak RSS python denoise.py long.wav", f"{peak:.0f} MB (import + load_model alone: {base:.0f} MB)", setting)
+    report(ctx, "peak RSS python denoise.py long.wav", f"{peak:.0f} MB (import + load_runner alone: {base:.0f} MB)",
+           setting + f", {ctx.python}")
     report(ctx, "RTF python denoise.py long.wav", f"{wall / secs:.4f} ({wall:.0f} s wall)",
            setting + ", whole process with resampling 48->16->48 kHz")
 
@@ -372,6 +409,18 @@ def load_or_make_model(args, tmp):
     return model, path, None
 
 
+def onnx_export(ctx):
+    """The model's export: the one beside it if made from it (models/unet.onnx), else a fresh one in the temp folder."""
+    from onnx_backend import export_of
+    if export_of(ctx.model_path) is not None:
+        return ctx.model_path.with_suffix(".onnx"), f"{ctx.model_path.with_suffix('.onnx').name} as shipped"
+    import export
+    from checkpoint import load_checkpoint
+    path = ctx.tmp / "unet.onnx"
+    used = export.export(ctx.model, path, load_checkpoint(ctx.model_path), ctx.model_path)
+    return path, f"exported here ({used} exporter)"
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "") \
         if os.path.exists("/proc/cpuinfo") else platform.processor()
@@ -388,10 +437,11 @@ def main(argv=None):
     what = WHAT if "all" in args.what else [w for w in WHAT if w in args.what]
     (args.tmp or Path(tempfile.gettempdir())).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="denoise-bench-", dir=args.tmp) as tmp:
-        ctx = SimpleNamespace(args=args, tmp=Path(tmp), rows=[], startup=None)
+        ctx = SimpleNamespace(args=args, tmp=Path(tmp), rows=[], startup=None, python=args.python)
         ctx.model, ctx.model_path, ctx.train_config = load_or_make_model(args, ctx.tmp)
         ctx.sr = ctx.model.audio.sample_rate  # the test audio is made at the model's rate
         ctx.clip = functools.lru_cache(None)(lambda: speech_in_noise(args.seconds, ctx.sr))
+        ctx.onnx_path = functools.lru_cache(None)(lambda: onnx_export(ctx))
         from unet import describe
         print(f"# {machine()}; torch {torch.__version__}, {args.threads} threads; model {ctx.model_path.name}: "
               f"{describe(ctx.model)}", flush=True)
