@@ -1,5 +1,6 @@
 """The README's commands are ones that work: CI runs its test command verbatim, and every `python X.py ...`
-in its code blocks is accepted by X.py's own argument parser (a renamed or removed flag fails here)."""
+in its code blocks is accepted by X.py's own argument parser (a renamed or removed flag fails here);
+every relative link in README.md and MODEL_CARD.md points to a file or folder that exists."""
 import importlib
 import re
 import shlex
@@ -37,3 +38,16 @@ def test_every_readme_command_parses():
     assert {"prepare_data", "train", "denoise", "evaluate", "compare"} <= {s for s, _ in commands}
     for script, argv in commands:
         importlib.import_module(script).parse_args(argv)  # argparse exits (SystemExit) on a flag it does not know
+
+
+def relative_links(text):
+    """The targets of markdown links `[text](target)` that point inside the repo (no URL, no bare #anchor), anchor cut."""
+    targets = re.findall(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text)
+    return [t.split("#", 1)[0] for t in targets if not re.match(r"(https?:|mailto:|#)", t, flags=re.I)]
+
+
+def test_every_relative_link_exists():
+    for name in ("README.md", "MODEL_CARD.md"):
+        links = relative_links((ROOT / name).read_text())
+        missing = [link for link in links if not (ROOT / link).exists()]
+        assert not missing, f"{name} links to files that do not exist: {missing}"
