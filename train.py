@@ -574,11 +574,22 @@ def train_step(model, noisy, voice, optimizer, scheduler, scaler, amp_dtype, wei
     return loss.detach()
 
 
+class BudgetBar(tqdm):
+    """A bar over the --time-budget's seconds whose {left} is the budget still unspent (tqdm's {remaining} would
+    extrapolate from its own rate, which counts start-up and validations)."""
+
+    @property
+    def format_dict(self):
+        d = super().format_dict
+        return dict(d, left=tqdm.format_interval(max(0, d["total"] - d["n"])))
+
+
 def run_bar(args, clock, start_epoch, steps_per_epoch, master):
     """One progress bar for the whole run: steps of all --epochs, or the --time-budget's seconds (time left shown)."""
     if clock.timed:
-        return tqdm(total=round(clock.budget), initial=round(clock.now), unit="s", disable=not master, dynamic_ncols=True,
-                    bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s, {remaining} left{postfix}")
+        return BudgetBar(total=round(clock.budget), initial=round(clock.now), unit="s", disable=not master,
+                         dynamic_ncols=True,
+                         bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s, {left} left{postfix}")
     return tqdm(total=args.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch, unit="step",
                 disable=not master, dynamic_ncols=True)
 
