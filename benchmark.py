@@ -175,8 +175,9 @@ def bench_light(ctx):
     probe = subprocess.run([ctx.python, "-c", "import torch"], capture_output=True)
     short, long_ = ctx.tmp / "five.wav", ctx.tmp / "long16.wav"
     five = speech_in_noise(5.0, ctx.sr, seed=2)
+    long_audio = np.concatenate([five, ctx.clip()])
     sf.write(short, five, ctx.sr, subtype="PCM_16")
-    sf.write(long_, np.concatenate([five, ctx.clip()]), ctx.sr, subtype="PCM_16")
+    sf.write(long_, long_audio, ctx.sr, subtype="PCM_16")
     run = lambda f: lambda: subprocess.run(denoise_cmd(ctx, f, "-o", f.with_name(f.stem + "_out.wav")), cwd=ROOT,
                                            check=True, capture_output=True)
     runs, secs = ctx.args.repeats, ctx.args.seconds
@@ -192,7 +193,6 @@ def bench_light(ctx):
         print("noisereduce is not installed (pip install noisereduce): its comparison is skipped")
         return
     from importlib.metadata import version
-    long_audio = np.concatenate([five, ctx.clip()])
     n5 = best_of(lambda: noisereduce.reduce_noise(y=five, sr=ctx.sr, stationary=False), runs)
     n_long = best_of(lambda: noisereduce.reduce_noise(y=long_audio, sr=ctx.sr, stationary=False), runs)
     report(ctx, "marginal RTF, noisereduce (non-stationary)", f"{(n_long - n5) / secs:.4f} (plain RTF on "

@@ -79,14 +79,13 @@ class Pipeline(torch.nn.Module):
         gain = gain_from_rms(rms, model.level_db)
         spec = F.conv1d(F.pad((waveform * gain)[:, None], (half, half), mode="reflect"), self.analysis, stride=hop)
         re, im = spec[:, :bins], spec[:, bins:]
-        floor = torch.pow(10.0, floor_db / 20)
+        floor, mag = torch.pow(10.0, floor_db / 20), torch.sqrt(re ** 2 + im ** 2)
         if model.subtraction == "complex":
             m = model.noise_mask(torch.stack([re, im], dim=1))
             n_re, n_im = m[:, 0] * re - m[:, 1] * im, m[:, 0] * im + m[:, 1] * re
             s_re, s_im = subtract_complex_parts(re, im, n_re, n_im, floor)
             noise = torch.sqrt(n_re ** 2 + n_im ** 2)
         else:
-            mag = torch.sqrt(re ** 2 + im ** 2)
             noise = model.noise_fraction(mag) * mag
             g = subtraction_gain(mag, noise, floor)
             s_re, s_im = g * re, g * im
@@ -94,7 +93,7 @@ class Pipeline(torch.nn.Module):
         envelope = F.conv_transpose1d(torch.ones_like(spec[:1, :1]), self.window_sq, stride=hop)
         y = (y / envelope)[:, 0, half: half + samples] / gain
         level = gain[..., None]
-        return (y, torch.sqrt(re ** 2 + im ** 2) / level, noise / level,
+        return (y, mag / level, noise / level,
                 torch.sqrt(s_re ** 2 + s_im ** 2) / level)
 
 
