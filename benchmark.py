@@ -21,6 +21,7 @@ folder and deleted at the end. Torch uses --threads threads (OMP_NUM_THREADS is 
 torch is imported, and passed on to the denoise.py subprocesses).
 """
 import functools
+import itertools
 import os
 import platform
 import re
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,6 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="prepared set for the loader test")
     p.add_argument("--loader-items", type=int, help="items per loader pass (None: one epoch of the train split)")
     p.add_argument("--throughput-batch", type=int, help="batch size of the throughput test (None: the model's training batch)")
+    p.add_argument("--band-widths", type=int, nargs="*", default=[16], metavar="C",
+                   help="throughput: also time band U-Nets (--arch bands) of these widths beside --model")
+    p.add_argument("--mixing", nargs="+", choices=("loader", "device"), default=["loader", "device"],
+                   help="throughput: where the training mixtures are made")
     p.add_argument("--tmp", type=Path, help="where to write the test audio (None: the system's temp folder)")
     return p.parse_args(argv)
 
@@ -353,28 +359,34 @@ def bench_loader(ctx):
 
 
 def bench_throughput(ctx):
-    """7. train.py's steps with their mixing (epoch_batches, train_step): seconds of audio trained per second, the
-    mixtures made in DataLoader workers or a batch at a time in the device's memory, on the CPU and any GPU."""
+    """7. train.py's steps with their mixing (epoch_batches, train_step): seconds of audio trained per second, for
+    the --model's architecture and for each --arch-sizes band U-Net, with the --model's training settings (batch,
+    crop, augmentations), the mixtures made in DataLoader workers or a batch at a time in the device's memory."""
     if not (ctx.args.data_dir / "manifest.csv").exists() or ctx.train_config is None:
         print(f"needs a prepared set at {ctx.args.data_dir} and a model with its training settings: throughput skipped")
         return
     import torch
     import train
+    from audio import AudioConfig
     from dataset import DeviceRemixer, RemixDataset
     from losses import LossWeights
-    from unet import NoiseSubtractionDenoiser
+    from unet import BAND_HOP, ModelConfig, NoiseSubtractionDenoiser, describe, model_defaults
     d = ctx.train_config
     run = SimpleNamespace(seed=0, corpus_weights=[], batch_size=ctx.args.throughput_batch or d.batch_size, grad_clip=d.grad_clip)
     ds = RemixDataset(ctx.args.data_dir, "train", d.segment_seconds, d.snr_range, d.level_range, 0, ctx.sr,
                       d.eq_prob, d.noise_mix_prob, d.speed_prob)
-    for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
+    models = [(ctx.model.config, ctx.model.audio)] + [
+        (ModelConfig(**dict(model_defaults("bands"), base_channels=c)), replace(ctx.model.audio, hop_length=BAND_HOP))
+        for c in ctx.args.band_widths]
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device, (config, audio) in itertools.product(devices, models):
         amp = train.pick_precision("auto", device)
-        model = NoiseSubtractionDenoiser(ctx.model.config, ctx.model.audio).train().to(device)
+        model = NoiseSubtractionDenoiser(config, audio).train().to(device)
         model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-        for mixing in ("loader", "device"):
+        for mixing in ctx.args.mixing:
             data = SimpleNamespace(train_set=ds, workers=0 if device.type == "cpu" else 4,
                                    remixer=DeviceRemixer(ds, device) if mixing == "device" else None)
             batches = train.epoch_batches(data, 1, run, 0, 1, device)
@@ -387,10 +399,11 @@ def bench_throughput(ctx):
             assert np.isfinite(loss)
             audio_s = steps * run.batch_size * d.segment_seconds
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {ctx.args.threads} threads"
-            report(ctx, f"training throughput, {mixing} mixing, {device.type}", f"{audio_s / t:.1f} audio-s/s "
-                   f"({t / steps * 1000:.0f} ms/step)", f"{name}, {str(amp or torch.float32).replace('torch.', '')}, batch "
-                   f"{run.batch_size} x {d.segment_seconds:g} s, {steps} steps after 2, {ctx.args.data_dir} with the "
-                   f"model's augmentations, {data.workers} loader workers")
+            report(ctx, f"training throughput, {describe(model).split(',')[0]}, {mixing} mixing, {device.type}",
+                   f"{audio_s / t:.1f} audio-s/s ({t / steps * 1000:.0f} ms/step)",
+                   f"{name}, {str(amp or torch.float32).replace('torch.', '')}, {describe(model).split(', ')[1]}, STFT hop "
+                   f"{audio.hop_length}, batch {run.batch_size} x {d.segment_seconds:g} s, {steps} steps after 2, "
+                   f"{ctx.args.data_dir} with the model's augmentations, {data.workers} loader workers")
 
 
 # ----------------------------------------------------------------------------- main
@@ -400,7 +413,8 @@ def load_or_make_model(args, tmp):
     from unet import NoiseSubtractionDenoiser
     if args.model.exists():
         ckpt = load_checkpoint(args.model)
-        config = SimpleNamespace(**ckpt["config"]) if "config" in ckpt else None
+        runs = [ckpt] + ckpt.get("averaged_from", [])[::-1]  # an averaged model: its last run's settings
+        config = next((SimpleNamespace(**r["config"]) for r in runs if "config" in r), None)
         return model_from_checkpoint(ckpt, args.model), args.model.resolve(), config
     print(f"no model at {args.model}: timing an untrained model of the default size (the same compute)")
     model = NoiseSubtractionDenoiser().eval()

@@ -66,13 +66,13 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- the two runners
 class TorchDenoiser:
     """The PyTorch model behind the interface denoise_stream uses (onnx_backend.OnnxDenoiser is the other):
-    .audio, .depth, .temporal_blocks, .level_db, a settable .floor_db, denoise(x, rms) and spectra(x, rms),
+    .audio, .frame_grid, .reach_frames, .level_db, a settable .floor_db, denoise(x, rms) and spectra(x, rms),
     x float32 [1, n] at the model's rate and rms the whole recording's RMS."""
 
     def __init__(self, model, device="cpu"):
         self.model, self.device = model.eval(), device
-        self.audio, self.depth, self.level_db = model.audio, model.unet.depth, model.level_db
-        self.temporal_blocks = model.config.temporal_blocks
+        self.audio, self.level_db = model.audio, model.level_db
+        self.frame_grid, self.reach_frames = model.frame_grid(), model.reach_frames()
 
     @property
     def floor_db(self):
@@ -139,8 +139,7 @@ def load_runner(args):
 def context_samples(runner, sr):
     """Samples of context either side of a chunk: more than the U-Net and STFT can see (runner: or a model)."""
     runner = as_runner(runner)
-    reach = 7 + 2 ** runner.temporal_blocks - 1  # bottleneck frames: the convolutions', then the temporal blocks'
-    frames = reach * 2 ** runner.depth + 2 * runner.audio.n_fft // runner.audio.hop_length
+    frames = runner.reach_frames + 2 * runner.audio.n_fft // runner.audio.hop_length  # the network's, the STFT's
     seconds = math.ceil(frames * runner.audio.hop_length / runner.audio.sample_rate * 4) / 4
     return round(seconds * sr)
 
@@ -154,8 +153,8 @@ def denoise_stream(runner, read, n, sr, rms, chunk_seconds=10.0, progress=None):
     """
     msr = runner.audio.sample_rate
     # chunk starts fall on the whole file's STFT frame grid and on its U-Net pooling grid
-    # (every 2^depth frames), so a chunk sees exactly what the whole file would
-    grid = runner.audio.hop_length * 2 ** runner.depth
+    # (every frame_grid frames), so a chunk sees exactly what the whole file would
+    grid = runner.audio.hop_length * runner.frame_grid
     unit = grid * sr // math.gcd(grid * sr, msr)
     step = max(1, round(chunk_seconds * sr / unit)) * unit
     ctx = math.ceil(context_samples(runner, sr) / unit) * unit

@@ -118,6 +118,7 @@ def example_inputs(model, samples=None, batch=1, seed=0):
 def metadata(model, ckpt, path):
     """What the file says of itself (metadata_props, JSON values)."""
     meta = dict(graph=GRAPH, audio=model.audio.to_dict(), model_args=model.config.to_dict(),
+                frame_grid=model.frame_grid(), reach_frames=model.reach_frames(),
                 weights_sha256=fingerprint(model), checkpoint_sha256=file_sha256(path),
                 description=describe_checkpoint(ckpt, Path(path).name), inputs=INPUTS, outputs=OUTPUTS)
     for key in ("epoch", "best_val_si_sdr", "code_version"):

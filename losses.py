@@ -49,7 +49,7 @@ def compressed_stft(x, audio):
 def loss_fn(model, noisy, voice, weights=LossWeights(), amp_dtype=None):
     """(loss, denoised) for a batch: the model runs under autocast in amp_dtype (None: float32), the loss in float32."""
     with torch.autocast(noisy.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        est, _, gain = model(noisy, with_gain=True)
+        est, _, *gain = model(noisy, with_gain=weights.residual > 0)  # the spectral gain only where a term reads it
     est = est.float()
     raw = getattr(model, "module", model)  # through DistributedDataParallel
     g = level_gain(noisy, raw.level_db)
@@ -62,6 +62,7 @@ def loss_fn(model, noisy, voice, weights=LossWeights(), amp_dtype=None):
         loss = loss + weights.mr * sum((compressed_stft(e, a).abs() - compressed_stft(c, a).abs()).abs().mean()
                                        for a in sizes) / len(sizes)
     if weights.residual:
+        gain = gain[0]
         residual = gain.to(torch.complex64 if gain.is_complex() else torch.float32) * stft((noisy - voice) * g, raw.audio)
         loss = loss + weights.residual * compress(residual).abs().mean()
     return loss, est

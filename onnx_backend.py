@@ -34,8 +34,8 @@ def file_sha256(path):
 
 
 class OnnxDenoiser:
-    """An exported denoiser in onnxruntime, behind the runner interface denoise.py uses: .audio, .depth,
-    .temporal_blocks, .level_db, a settable .floor_db, denoise(x, rms) and spectra(x, rms)."""
+    """An exported denoiser in onnxruntime, behind the runner interface denoise.py uses: .audio, .frame_grid,
+    .reach_frames, .level_db, a settable .floor_db, denoise(x, rms) and spectra(x, rms)."""
 
     def __init__(self, path, threads=None):
         import onnxruntime as ort  # an ImportError tells the caller to fall back or to say what to install
@@ -58,7 +58,12 @@ class OnnxDenoiser:
         self.path, self.meta = Path(path), meta
         self.audio = AudioConfig.from_dict(meta["audio"])
         args = meta["model_args"]
-        self.depth, self.temporal_blocks, self.level_db = args["depth"], args["temporal_blocks"], args["level_db"]
+        self.level_db = args["level_db"]
+        if "frame_grid" in meta:
+            self.frame_grid, self.reach_frames = meta["frame_grid"], meta["reach_frames"]
+        else:  # an export of the seed's U-Net made before the metadata held them: UNet.frame_grid, reach_frames
+            self.frame_grid = 2 ** args["depth"]
+            self.reach_frames = (7 + 2 ** args["temporal_blocks"] - 1) * 2 ** args["depth"]
         self.floor_db = args["floor_db"]
 
     def _run(self, names, x, rms):

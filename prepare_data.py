@@ -55,8 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--noise-dir", type=Path, nargs="+", help="folder tree(s) of noise (subfolder = category), e.g. "
                    "real noise and data/demo/noise together; default data/noise, or the demo corpus")
     p.add_argument("--demo", action="store_true", help="use the built-in demo corpus even if data/ has audio")
-    p.add_argument("--speech-labels", type=Path, help="CSV with 'file' and 'speaker' columns (paths relative to "
-                   "the CSV or the speech folder), for corpora that keep speakers in metadata")
+    p.add_argument("--speech-labels", type=Path, nargs="+", help="CSV(s) with 'file' and 'speaker' columns (paths "
+                   "relative to the CSV or a speech folder), for corpora that keep speakers in metadata; one per "
+                   "--speech-dir when there are several")
     p.add_argument("--speaker-regex", help="regex whose first group is the speaker in a file name, e.g. '^([^_]+)_'")
     p.add_argument("--noise-labels", type=Path, help="CSV with 'file' and 'category' columns for the noise")
     p.add_argument("--noise-categories", nargs="+", metavar="CAT", help="use only these noise categories")
@@ -69,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--esc50-sha256", help="expected SHA-256 of the archive (checked when given)")
     p.add_argument("--out", type=Path, default=Path("data/processed"), help="where the prepared set goes")
     p.add_argument("--clip-seconds", type=float, default=4.0, help="length of each mixture")
+    p.add_argument("--min-recording-seconds", type=float, default=1.0,
+                   help="a recording shorter than a clip but at least this long gives one chunk, padded with silence")
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR in dB")
     p.add_argument("--level-range", type=float, nargs=2, default=(-35.0, -15.0), metavar=("LO", "HI"),
                    help="RMS level of the mixture in dBFS (its peak is kept under 0.99)")
@@ -85,7 +88,7 @@ def parse_args(argv=None):
     lo, hi = args.snr_range
     if lo > hi or args.level_range[0] > args.level_range[1]:
         p.error("ranges are LO HI with LO <= HI")
-    if args.clip_seconds <= 0 or args.mixes_per_clip < 1 or args.workers < 1:
+    if args.clip_seconds <= 0 or args.mixes_per_clip < 1 or args.workers < 1 or args.min_recording_seconds < 0:
         p.error("--clip-seconds, --mixes-per-clip and --workers must be positive")
     if not (0 <= args.val_fraction < 1 and 0 <= args.test_fraction < 1 and args.val_fraction + args.test_fraction < 1):
         p.error("--val-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
@@ -164,7 +167,8 @@ def read_labels(csv_path, column, roots):
 def speakers_of(files, root, args):
     """Speaker of each speech file: --speech-labels CSV, else its subfolder, else --speaker-regex on the name."""
     if args.speech_labels:
-        labels = read_labels(args.speech_labels, "speaker", [args.speech_labels.parent, root])
+        labels = {f: spk for csv_path in args.speech_labels
+                  for f, spk in read_labels(csv_path, "speaker", [csv_path.parent, root]).items()}
         return {f: labels.get(f.resolve()) for f in files}
     if args.speaker_regex:
         pattern = re.compile(args.speaker_regex)
@@ -307,20 +311,29 @@ def split_groups(groups, val_frac, test_frac, rng):
     return {"test": groups[:n_test], "val": groups[n_test:n_test + n_val], "train": groups[n_test + n_val:]}
 
 
-def corpora_of(files, root_of, args):
-    """{file: corpus}: each --speech-dir is a corpus; with one folder and speaker labels (--speech-labels or
-    --speaker-regex), each of its top-level subfolders is one (speech/hsc_00C, speech/librispeech, ...),
-    unless every such subfolder is a single speaker's, when the folder itself is the corpus."""
-    roots = set(root_of.values())
+def corpora_of(files, root_of, speakers, args):
+    """{file: corpus}: each --speech-dir is a corpus; with speaker labels (--speech-labels or --speaker-regex),
+    each top-level subfolder of a folder is one (speech/hsc_00C, speech/librispeech, speech_pack/ljspeech, ...),
+    unless every such subfolder holds a single speaker (a folder per speaker), when the folder itself is the corpus."""
     corpus = {f: root_of[f].name for f in files}
-    if len(roots) == 1 and (args.speech_labels or args.speaker_regex):
-        sub = {f: first_subfolder(f, root_of[f]) or root_of[f].name for f in files}
-        if len(set(sub.values())) > 1:
-            corpus = sub
+    if args.speech_labels or args.speaker_regex:
+        for root in set(root_of.values()):
+            sub = {f: first_subfolder(f, root) or root.name for f in files if root_of[f] == root}
+            voices = {}
+            for f, name in sub.items():
+                voices.setdefault(name, set()).add(speakers[f])
+            if len(voices) > 1 and any(len(v) > 1 for v in voices.values()):
+                corpus.update(sub)
     return corpus
 
 
-def split_speech(speakers, corpus, args, rng):
+def group_rng(args, name):
+    """The random stream that splits one corpus (or noise group), from --seed and its name alone: adding or
+    removing another corpus leaves this one's split as it was."""
+    return np.random.default_rng([args.seed, int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "little")])
+
+
+def split_speech(speakers, corpus, args):
     """Per corpus: by speaker when it has at least three, all known, else by recording (one voice stays in
     every split). A speaker found in two corpora lands in one split."""
     files = sorted(speakers)
@@ -329,7 +342,8 @@ def split_speech(speakers, corpus, args, rng):
         mine = [f for f in files if corpus[f] == name]
         by_speaker = len({speakers[f] for f in mine}) >= 3 and all(speakers[f] for f in mine)
         key = (lambda f: ("speaker", speakers[f])) if by_speaker else (lambda f: ("recording", str(f)))
-        new = split_groups({key(f) for f in mine} - set(where), args.val_fraction, args.test_fraction, rng)
+        new = split_groups({key(f) for f in mine} - set(where), args.val_fraction, args.test_fraction,
+                           group_rng(args, f"speech/{name}"))
         where.update({g: s for s, gs in new.items() for g in gs})
         for f in mine:
             parts[where[key(f)]].append(f)
@@ -339,8 +353,9 @@ def split_speech(speakers, corpus, args, rng):
     return parts
 
 
-def split_noise(cats, folds, args, rng):
-    """ESC-50 clips by fold; other recordings per category (those with >= 3 recordings), pooling the rest."""
+def split_noise(cats, folds, args, root_of):
+    """ESC-50 clips by fold; other recordings per category (those with >= 3 recordings), pooling the rest of
+    each noise folder."""
     out = {s: [] for s in SPLITS}
     by_cat = {}
     for f in sorted(cats):
@@ -348,16 +363,15 @@ def split_noise(cats, folds, args, rng):
             out["test" if folds[f] in args.test_folds else "val" if folds[f] in args.val_folds else "train"].append(f)
         else:
             by_cat.setdefault(cats[f], []).append(f)
-    pool = []
+    groups = {}
     for cat in sorted(by_cat):
-        if len(by_cat[cat]) >= 3:
-            parts = split_groups(by_cat[cat], args.val_fraction, args.test_fraction, rng)
-            for s in SPLITS:
-                out[s] += parts[s]
-        else:
-            pool += by_cat[cat]
-    parts = split_groups(pool, args.val_fraction, args.test_fraction, rng)
-    return {s: sorted(out[s] + parts[s]) for s in SPLITS}
+        for f in by_cat[cat]:  # a category of its own, or the pool of its folder's small categories
+            groups.setdefault(f"noise/{cat}" if len(by_cat[cat]) >= 3 else f"pool/{root_of[f]}", []).append(f)
+    for name, files in sorted(groups.items()):
+        parts = split_groups(files, args.val_fraction, args.test_fraction, group_rng(args, name))
+        for s in SPLITS:
+            out[s] += parts[s]
+    return {s: sorted(out[s]) for s in SPLITS}
 
 
 # ----------------------------------------------------------------------------- chunking (VAD)
@@ -400,6 +414,8 @@ def drop_copies(files_hash, what):
 
 
 def find_speech(x, args):
+    """Start samples of the clip-long chunks of x that hold speech in at least --min-speech-fraction of their 20 ms
+    frames; a recording shorter than a clip (and at least --min-recording-seconds) is one chunk, padded later."""
     clip = round(args.clip_seconds * args.sample_rate)
     frame = args.sample_rate // 50  # 20 ms
     n_frames = len(x) // frame
@@ -407,6 +423,9 @@ def find_speech(x, args):
         return []
     energy = 10 * np.log10(np.mean(x[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1) + 1e-12)
     active = energy > max(energy.max() - 40, -60)  # within 40 dB of the loudest frame, above -60 dBFS
+    if len(x) < clip:  # a short recording (many utterances are 2-4 s): one chunk, judged on its own length
+        long_enough = len(x) >= args.min_recording_seconds * args.sample_rate
+        return [0] if long_enough and active.sum() >= args.min_speech_fraction * n_frames else []
     starts = []
     for start in range(0, len(x), clip):
         if len(x) - start < clip // 2:  # a tail under half a clip is dropped
@@ -659,12 +678,11 @@ def main(argv=None):
     chunks, seconds, noise_len = read_recordings(list(speech_root_of), list(noise_root_of), args)
 
     # split by speaker or recording (per corpus) and by noise recording (or ESC-50 fold), then plan every mixture
-    rng = np.random.default_rng(args.seed)
     speakers = label_speakers(chunks, speech_roots, speech_root_of, args)
-    corpus = corpora_of(list(chunks), speech_root_of, args)
+    corpus = corpora_of(list(chunks), speech_root_of, speakers, args)
     cats, folds = select_categories(*label_noise(noise_len, noise_roots, noise_root_of, args), args)
-    speech = split_speech(speakers, corpus, args, rng)
-    noise = split_noise(cats, folds, args, rng)
+    speech = split_speech(speakers, corpus, args)
+    noise = split_noise(cats, folds, args, noise_root_of)
     require_noise_per_split(noise, cats, args)
     jobs = plan(speech, noise, chunks, noise_len, speakers, corpus, cats, speech_root_of, noise_root_of, args)
     require_speech_per_split(jobs, args)

@@ -19,6 +19,7 @@ Every checkpoint carries the model's hyper-parameters, the audio settings and th
 """
 import argparse
 import functools
+from dataclasses import replace
 import hashlib
 import json
 import math
@@ -39,9 +40,10 @@ from audio import arg_parser, AudioConfig, UserError, atomic_save, run_main, si_
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
 from dataset import NOISE_MIX_DB, SPEED_SPREAD, DeviceRemixer, MixtureDataset, RemixDataset, read_manifest
 from losses import LossWeights, loss_fn
-from unet import MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude, describe, with_temporal_blocks
+from unet import (BAND_DEFAULTS, BAND_HOP, MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude,
+                  describe, model_defaults, with_temporal_blocks)
 
-ARCH_FLAGS = ("base_channels", "depth", "norm", "floor_db", "subtraction", "temporal_blocks")  # defaults: unet.ModelConfig
+ARCH_FLAGS = ("arch", "base_channels", "depth", "norm", "floor_db", "subtraction", "temporal_blocks")  # defaults: unet.model_defaults
 UNSET = object()  # a flag not given on the command line
 
 
@@ -100,15 +102,23 @@ def parse_args(argv=None):
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR (dB) of the remixed training mixtures")
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"), help="RMS level (dBFS) of the remixed training mixtures")
     add_augmentation_args(p)
-    p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}; the seed used 64)")
-    p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed)")
+    p.add_argument("--arch", choices=("unet", "bands"),
+                   help=f"unet: the seed's U-Net on all 256 bins (1.94 M parameters); bands: the band U-Net (129 bands, "
+                        f"separable convolutions, STFT hop {BAND_HOP}), about 10x faster to train (default {MODEL_DEFAULTS['arch']})")
+    p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}, "
+                   f"bands {BAND_DEFAULTS['base_channels']}; the seed used 64)")
+    p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed; "
+                   f"bands {BAND_DEFAULTS['depth']})")
     p.add_argument("--norm", choices=("batch", "none"), help=f"default {MODEL_DEFAULTS['norm']}")
     p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {MODEL_DEFAULTS['floor_db']})")
     p.add_argument("--subtraction", choices=("magnitude", "complex"),
                    help=f"subtract a predicted noise magnitude and keep the noisy phase, or a complex noise estimate "
                         f"that corrects the phase too (default {MODEL_DEFAULTS['subtraction']})")
     p.add_argument("--temporal-blocks", type=int, help="dilated blocks along time after the U-Net's bottleneck, "
-                   f"each seeing twice as far (default {MODEL_DEFAULTS['temporal_blocks']}; --init-from adds them to a model)")
+                   f"each seeing twice as far (default {MODEL_DEFAULTS['temporal_blocks']}, bands "
+                   f"{BAND_DEFAULTS['temporal_blocks']}; --init-from adds them to a seed U-Net)")
+    p.add_argument("--hop-length", type=int, help=f"the model's STFT hop in samples (default: the prepared set's, "
+                   f"{BAND_HOP} for --arch bands)")
     add_loss_args(p)
     p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                    help="auto: bf16 autocast on CUDA GPUs and CPUs that support it fast, fp16 on older GPUs, else fp32")
@@ -131,9 +141,10 @@ def parse_args(argv=None):
     # (--resume keeps the checkpoint's value of every other one)
     args = p.parse_args(argv, argparse.Namespace(**dict.fromkeys(defaults, UNSET)))
     args.given = {k for k, v in vars(args).items() if v is not UNSET}
+    arch = args.arch if args.arch is not UNSET else MODEL_DEFAULTS["arch"]
     for k, v in defaults.items():
         if getattr(args, k) is UNSET:  # architecture flags left out take the model's defaults (or the checkpoint's)
-            setattr(args, k, MODEL_DEFAULTS[k] if k in ARCH_FLAGS else v)
+            setattr(args, k, model_defaults(arch)[k] if k in ARCH_FLAGS else v)
     args.arch_given = args.given & set(ARCH_FLAGS)
     check_args(p, args)
     return args
@@ -148,6 +159,10 @@ def check_args(p, args):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.temporal_blocks <= 6:
         p.error("--temporal-blocks must be between 0 and 6")
+    if args.arch == "bands" and (args.subtraction != "magnitude" or args.norm != "batch"):
+        p.error("--arch bands subtracts magnitudes, with BatchNorm (no --subtraction complex, --norm none)")
+    if args.hop_length is not None and not 0 < args.hop_length <= 512:
+        p.error("--hop-length must be between 1 and 512")
     if args.time_budget is not None and args.stop_after:
         p.error("--stop-after ends an --epochs run early; a --time-budget run ends when its time is spent")
     if args.lr <= 0 or args.segment_seconds <= 0 or (args.time_budget is not None and not args.time_budget > 0):
@@ -253,7 +268,7 @@ def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
 
 
 NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "device", "workers", "mixing", "arch_given", "given",
-                 *ARCH_FLAGS}
+                 "hop_length", *ARCH_FLAGS}
 
 
 def config_value(v):
@@ -442,10 +457,14 @@ def make_model(args, ckpt, ckpt_path, data, device, log):
         data.summary["started_from"] = lineage(init, args.init_from)
         log(f"initialised from {args.init_from}" + (", its U-Net under a new complex head" if to_complex else "")
             + (f", {args.temporal_blocks} temporal blocks added" if add_blocks else ""))
-    else:
-        model = NoiseSubtractionDenoiser(ModelConfig(**{k: getattr(args, k) for k in ARCH_FLAGS}), audio)
-    if model.audio != audio:
-        raise UserError(f"the model's audio settings {model.audio} differ from the data's {audio}")
+    else:  # the data's audio settings, with the architecture's own hop (or --hop-length)
+        hop = args.hop_length or (BAND_HOP if args.arch == "bands" else audio.hop_length)
+        model = NoiseSubtractionDenoiser(ModelConfig(**{k: getattr(args, k) for k in ARCH_FLAGS}),
+                                         replace(audio, hop_length=hop))
+    if args.hop_length is not None and model.audio.hop_length != args.hop_length:
+        raise UserError(f"the checkpoint's STFT hop {model.audio.hop_length} wins: leave --hop-length out")
+    if model.audio.sample_rate != audio.sample_rate:
+        raise UserError(f"the model works at {model.audio.sample_rate} Hz, the data at {audio.sample_rate} Hz")
     model.to(device)
     if device.type in ("cpu", "cuda"):  # oneDNN and cuDNN convolutions are faster on NHWC tensors
         model.to(memory_format=torch.channels_last)

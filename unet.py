@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from audio import AudioConfig, db_to_unit, istft, magnitude_to_db, stft
-from unet_utils import DoubleConvLayer, DownSampleLayer, TemporalBlock, UpSampleLayer
+from unet_utils import (BottleneckBlock, DoubleConvLayer, DownSampleLayer, SeparableConv, TemporalBlock, UpSampleLayer,
+                        band_matrices)
 
 
 class UNet(nn.Module):
@@ -55,6 +56,71 @@ class UNet(nn.Module):
         for up, skip in zip(self.ups, reversed(skips)):
             x = up(x, skip)
         return self.out(x)[..., :h, :w]
+
+    def frame_grid(self):
+        """Frames per step of the coarsest level: chunks that start on this grid see what the whole file would."""
+        return 2 ** self.depth
+
+    def reach_frames(self):
+        """Frames either side that an output frame depends on: the convolutions', then the temporal blocks' (as
+        bottleneck frames), in input frames."""
+        return (7 + 2 ** len(self.temporal) - 1) * 2 ** self.depth
+
+
+class BandUNet(nn.Module):
+    """The U-Net made for the CPU: the seed's shape (an encoder that halves the resolution level by level, a
+    bottleneck, a decoder that doubles it back, with a skip from each level) on 129 bands instead of 256 bins,
+    with separable convolutions, a bottleneck that looks along time (dilations 1, 2, 4, ...) and across all
+    bands, and skips that add rather than concatenate. With width C and depth 3:
+
+        [B, 1, 129 bands, T] -conv 5x3, /2 bands-> C x 65 x T -sep 5x3, /2 both-> 2C x 33 x T/2
+        -sep 3x3, /2 both-> 4C x 17 x T/4 -blocks-> back up the same levels, adding each skip
+        -1x1 to 2 channels, each the value of one of a pair of bands-> [B, 1, 129, T]
+
+    No layer runs on all 129 bands: on two cores a step is bound by memory traffic, and the finest level's
+    activations are the most (benchmark.py --what throughput)."""
+
+    def __init__(self, base_channels=16, depth=3, blocks=4, bands=129):
+        super().__init__()
+        widths = [base_channels * 2 ** i for i in range(depth)]
+        self.inp = nn.Sequential(nn.Conv2d(1, widths[0], (5, 3), (2, 1), (2, 1), bias=False),
+                                 nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.downs = nn.ModuleList(SeparableConv(widths[i], widths[i + 1], (5, 3) if i == 0 else (3, 3), (2, 2))
+                                   for i in range(depth - 1))
+        coarse = bands
+        for _ in range(depth):
+            coarse = (coarse + 1) // 2
+        self.blocks = nn.Sequential(*(BottleneckBlock(widths[-1], coarse, 2 ** k) for k in range(blocks)))
+        self.ups = nn.ModuleList(SeparableConv(widths[i + 1], widths[i]) for i in range(depth - 1))
+        self.refine = nn.ModuleList(SeparableConv(widths[i], widths[i]) for i in range(depth - 1))
+        self.out = nn.Conv2d(widths[0], 2, 1)  # two bands' values at each position of the first level
+        self.bands = bands
+
+    def forward(self, x):
+        t, m = x.shape[-1], self.frame_grid()
+        x = F.pad(self.inp(x), (0, -t % m))
+        skips = []
+        for down in self.downs:
+            skips.append(x)
+            x = down(x)
+        x = self.blocks(x)
+        for i in reversed(range(len(self.downs))):  # back up: fewer channels, then twice the bands and frames, + skip
+            skip = skips[i]
+            x = F.interpolate(self.ups[i](x), scale_factor=2.0, mode="nearest")
+            x = self.refine[i](x[..., :skip.shape[-2], :skip.shape[-1]] + skip)
+        y = self.out(x)  # [B, 2, ceil(bands / 2), T]: channel k holds band 2 j + k
+        return y.transpose(1, 2).reshape(len(y), 1, -1, y.shape[-1])[:, :, :self.bands, :t]
+
+    def frame_grid(self):
+        return 2 ** len(self.downs)
+
+    def reach_frames(self):
+        """Frames either side an output frame may depend on, an upper bound: at each level its 3-frame down, up and
+        refine kernels and the nearest upsampling's shift (6 frames of that level's scale), the input convolution,
+        and the blocks' dilations at the coarsest level (tests/test_unet.py checks it against the gradient)."""
+        scales = [2 ** i for i in range(len(self.downs))]
+        coarsest = 2 ** len(self.downs)
+        return 1 + sum(6 * s for s in scales) + coarsest * (2 ** len(self.blocks) - 1)
 
 
 def level_gain(noisy, target_db):
@@ -106,10 +172,15 @@ class ModelConfig:
     level_db: float = -25.0  # the RMS level (dBFS) the input is brought to before the STFT
     subtraction: str = "magnitude"  # magnitude (noisy phase kept) or complex
     temporal_blocks: int = 0  # dilated blocks along time after the bottleneck (0: the seed's U-Net)
+    arch: str = "unet"  # unet: the seed's U-Net on all 256 bins; bands: the band U-Net (BandUNet) on 129 bands
 
     def __post_init__(self):
         if self.subtraction not in ("magnitude", "complex"):
             raise ValueError(f"unknown subtraction {self.subtraction!r} (choose magnitude or complex)")
+        if self.arch not in ("unet", "bands"):
+            raise ValueError(f"unknown arch {self.arch!r} (choose unet or bands)")
+        if self.arch == "bands" and (self.subtraction != "magnitude" or self.norm != "batch"):
+            raise ValueError("the band U-Net subtracts magnitudes, with BatchNorm")
 
     def to_dict(self):
         return asdict(self)
@@ -121,6 +192,13 @@ class ModelConfig:
 
 
 MODEL_DEFAULTS = {f.name: f.default for f in fields(ModelConfig)}
+BAND_DEFAULTS = dict(base_channels=16, depth=3, temporal_blocks=4)  # the band U-Net's size: 28 k parameters
+BAND_HOP = 256  # the band U-Net's STFT hop at n_fft 512 (50% overlap, as GTCRN and UL-UNAS): half the frames
+
+
+def model_defaults(arch):
+    """ModelConfig's defaults for an architecture (the band U-Net has its own width, depth and blocks)."""
+    return dict(MODEL_DEFAULTS, arch=arch, **(BAND_DEFAULTS if arch == "bands" else {}))
 
 
 class NoiseSubtractionDenoiser(nn.Module):
@@ -129,12 +207,27 @@ class NoiseSubtractionDenoiser(nn.Module):
         self.config = replace(config)  # a copy: setting the floor on one model leaves others alone
         self.audio = audio
         complex_ = config.subtraction == "complex"  # in: dB magnitude (+ cos, sin of the phase); out: fraction (Re, Im)
-        self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, config.base_channels, config.depth, config.norm,
-                         config.temporal_blocks)
+        if config.arch == "bands":
+            fold, unfold = band_matrices(audio.n_fft, audio.sample_rate)
+            self.register_buffer("fold", fold, persistent=False)  # derived from the audio settings, not saved
+            self.register_buffer("unfold", unfold, persistent=False)
+            self.unet = BandUNet(config.base_channels, config.depth, config.temporal_blocks, len(fold))
+        else:
+            self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, config.base_channels, config.depth,
+                             config.norm, config.temporal_blocks)
 
     @property
     def subtraction(self):
         return self.config.subtraction
+
+    def frame_grid(self):
+        """STFT frames per step of the network's coarsest level: a chunk that starts on this grid is seen as the
+        whole file would see it (denoise.py's chunks)."""
+        return self.unet.frame_grid()
+
+    def reach_frames(self):
+        """STFT frames either side that an output frame may depend on."""
+        return self.unet.reach_frames()
 
     @property
     def level_db(self):
@@ -147,6 +240,10 @@ class NoiseSubtractionDenoiser(nn.Module):
 
     def noise_fraction(self, mag):
         """|Y| [B, bins, frames] -> predicted noise as a fraction of |Y|, same shape."""
+        if self.config.arch == "bands":  # the bands' RMS level on the dB scale in, a fraction per band out, unfolded
+            band_mag = torch.matmul(self.fold, mag.float().pow(2)).sqrt()
+            x = db_to_unit(magnitude_to_db(band_mag, self.audio), self.audio)
+            return torch.matmul(self.unfold, torch.sigmoid(self.unet(x[:, None]).float())[:, 0])
         x = db_to_unit(magnitude_to_db(mag[:, : self.audio.n_bins], self.audio), self.audio)
         frac = torch.sigmoid(self.unet(x[:, None]))[:, 0]
         return torch.cat([frac, frac[:, -1:]], dim=1)  # the Nyquist bin follows its neighbour
@@ -226,6 +323,9 @@ def count_parameters(model):
 
 def describe(model):
     a = model.config
+    if a.arch == "bands":
+        return (f"band U-Net width {a.base_channels} depth {a.depth} + {a.temporal_blocks} bottleneck blocks, "
+                f"{count_parameters(model) / 1e3:.1f} k parameters, magnitude subtraction, floor {a.floor_db:g} dB")
     temporal = f" + {a.temporal_blocks} temporal blocks" if a.temporal_blocks else ""
     return (f"U-Net base {a.base_channels} depth {a.depth} norm {a.norm}{temporal}, "
             f"{count_parameters(model) / 1e6:.2f} M parameters, {model.subtraction} subtraction, floor {a.floor_db:g} dB")
