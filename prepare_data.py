@@ -314,7 +314,7 @@ def split_groups(groups, val_frac, test_frac, rng):
 def corpora_of(files, root_of, speakers, args):
     """{file: corpus}: each --speech-dir is a corpus; with speaker labels (--speech-labels or --speaker-regex),
     each top-level subfolder of a folder is one (speech/hsc_00C, speech/librispeech, speech_pack/ljspeech, ...),
-    unless every such subfolder holds a single speaker (a folder per speaker), when the folder itself is the corpus."""
+    unless every such subfolder holds a single speaker (a folder per speaker): then the folder itself is the corpus."""
     corpus = {f: root_of[f].name for f in files}
     if args.speech_labels or args.speaker_regex:
         for root in set(root_of.values()):
@@ -322,7 +322,7 @@ def corpora_of(files, root_of, speakers, args):
             voices = {}
             for f, name in sub.items():
                 voices.setdefault(name, set()).add(speakers[f])
-            if len(voices) > 1 and any(len(v) > 1 for v in voices.values()):
+            if any(len(v) > 1 for v in voices.values()):
                 corpus.update(sub)
     return corpus
 

@@ -74,3 +74,13 @@ def trained(prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "unet.pt"
     train.main(["--data-dir", str(prepared), "--out", str(out), "--epochs", "10", *TINY_MODEL])
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_bands(prepared, tmp_path_factory):
+    """A tiny band U-Net (--arch bands) trained for 6 epochs on the tiny set."""
+    import train
+    out = tmp_path_factory.mktemp("model_bands") / "unet.pt"
+    train.main(["--data-dir", str(prepared), "--out", str(out), "--epochs", "6", "--arch", "bands", "--base-channels", "4",
+                "--temporal-blocks", "2", "--segment-seconds", "1", "--batch-size", "4", "--lr", "3e-3"])
+    return out

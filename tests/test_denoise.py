@@ -51,8 +51,9 @@ def test_keeps_rate_channels_and_length(trained, tmp_path, sr, channels, subtype
     assert digest(inp) == before  # the input is never touched
 
 
-def test_chunked_matches_whole_file(trained):
-    model = load_model(trained)
+@pytest.mark.parametrize("which", ["trained", "trained_bands"])
+def test_chunked_matches_whole_file(which, request):
+    model = load_model(request.getfixturevalue(which))
     rng = np.random.default_rng(1)
     x = (voiced(7.0, 16000, 130, rng) + 0.3 * noise_clip("hiss", 7.0, 16000, rng))[None]
     whole = denoise.denoise_array(model, x, 16000, chunk_seconds=60)

@@ -125,6 +125,24 @@ def test_a_complex_model_exports_and_denoises_the_same(tmp_path):
     assert agreement_db(got, expected) > 60
 
 
+def test_a_band_model_exports_and_denoises_the_same(tmp_path):
+    """The band U-Net's graph (hop 256, band folding and unfolding, the bottleneck's band mixing), through
+    denoise_array's chunks, with the frame grid and reach in its metadata."""
+    from test_unet import bands_model
+    model = bands_model(width=4, blocks=3)
+    ckpt = tmp_path / "bands.pt"
+    save_checkpoint(ckpt, model)
+    export.main(["--model", str(ckpt)])
+    runner = OnnxDenoiser(ckpt.with_suffix(".onnx"))
+    assert (runner.frame_grid, runner.reach_frames) == (model.frame_grid(), model.reach_frames())
+    assert runner.audio.hop_length == 256
+    x = noisy(3.3, 6)
+    expected = denoise.denoise_array(load_model(ckpt), x, SR, chunk_seconds=0.5)
+    got = denoise.denoise_array(runner, x, SR, chunk_seconds=0.5)
+    assert agreement_db(got, expected) > 60
+    assert agreement_db(expected, denoise.denoise_array(load_model(ckpt), x, SR, chunk_seconds=60)) > 60
+
+
 def test_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="no model at"):
         export.main(["--model", str(tmp_path / "missing.pt")])

@@ -360,3 +360,53 @@ def test_one_voice_corpus_split_by_recording_beside_a_many_speaker_corpus(tmp_pa
     assert summary["train"]["n_speech_files"] == len({r["speech_source"] for r in manifest if r["split"] == "train"})
     assert summary["train"]["speech_minutes"] == pytest.approx(
         sum(3.0 for r in {r["speech_source"] for r in manifest if r["split"] == "train"}) / 60, abs=0.01)
+
+
+def test_a_recording_shorter_than_a_clip_is_one_padded_chunk(tmp_path):
+    """Many utterances are 2-4 s: one shorter than a clip (and at least --min-recording-seconds) is one chunk,
+    judged on its own length and padded with silence; a shorter or silent one is dropped."""
+    speech = tmp_path / "speech" / "a"
+    speech.mkdir(parents=True)
+    tone = lambda seconds: (0.3 * np.sin(np.arange(int(16000 * seconds)) * 0.2)).astype(np.float32)
+    sf.write(speech / "short.wav", tone(2.5), 16000)
+    sf.write(speech / "tiny.wav", tone(0.6), 16000)
+    sf.write(speech / "silent.wav", np.zeros(16000 * 2, np.float32), 16000)
+    args = prepare_data.parse_args(["--clip-seconds", "4"])
+    assert prepare_data.speech_chunks(speech / "short.wav", args)[:2] == ([0], 2.5)
+    assert prepare_data.speech_chunks(speech / "tiny.wav", args)[0] == []
+    assert prepare_data.speech_chunks(speech / "silent.wav", args)[0] == []
+    args = prepare_data.parse_args(["--clip-seconds", "4", "--min-recording-seconds", "0.5"])
+    assert prepare_data.speech_chunks(speech / "tiny.wav", args)[0] == [0]
+
+
+def test_several_labelled_folders_in_one_run_keep_each_corpus_split(tmp_path):
+    """Two labelled folders, each with its own CSV: every top-level subfolder is a corpus, each split by speaker
+    with a stream of its own, so adding a folder leaves the other corpora's splits as they were."""
+    from conftest import make_corpus, voiced
+    _, noise = make_corpus(tmp_path / "base", n_speakers=1)
+    rng = np.random.default_rng(3)
+    folders = {}
+    for folder, corpora in (("one", ("alpha", "beta")), ("two", ("gamma",))):
+        lines = ["file,speaker"]
+        for corpus in corpora:
+            for s in range(4):
+                d = tmp_path / folder / corpus / f"reader{s}"
+                d.mkdir(parents=True)
+                for u in range(2):
+                    sf.write(d / f"u{u}.wav", voiced(2.0, 16000, 110 + 20 * s, rng), 16000)
+                    lines.append(f"{corpus}/reader{s}/u{u}.wav,{corpus}{s}")
+        (tmp_path / folder / "labels.csv").write_text("\n".join(lines) + "\n")
+        folders[folder] = tmp_path / folder
+    one = ["--speech-labels", str(folders["one"] / "labels.csv")]
+    both = ["--speech-dir", str(folders["one"]), str(folders["two"]), "--speech-labels",
+            str(folders["one"] / "labels.csv"), str(folders["two"] / "labels.csv")]
+    prepare_data.main(prepare_args(folders["one"], noise, tmp_path / "p1", *one))
+    prepare_data.main(prepare_args(folders["one"], noise, tmp_path / "p2", *both))
+    first, second = rows(tmp_path / "p1"), rows(tmp_path / "p2")
+    assert {r["corpus"] for r in second} == {"alpha", "beta", "gamma"}
+    assert {r["speaker"] for r in second if r["corpus"] == "gamma"} == {f"gamma{s}" for s in range(4)}
+    split_of = lambda rs: {(r["speaker"], r["split"]) for r in rs if r["corpus"] != "gamma"}
+    assert split_of(first) == split_of(second)
+    for corpus in ("alpha", "beta", "gamma"):
+        by_split = {s: {r["speaker"] for r in second if r["corpus"] == corpus and r["split"] == s} for s in ("train", "val")}
+        assert by_split["train"] and not by_split["train"] & by_split["val"]

@@ -6,7 +6,7 @@ import torch
 
 import train
 from audio import UserError
-from checkpoint import describe_checkpoint
+from checkpoint import describe_checkpoint, load_checkpoint
 from conftest import TINY_MODEL
 
 
@@ -372,3 +372,19 @@ def test_ranks_share_every_epoch_equally():
     shares = [train.epoch_order(voices, 1, args, rank, 3) for rank in range(3)]
     assert len({len(s) for s in shares}) == 1  # the same number of steps on every rank
     assert sorted(set(sum(shares, []))) == voices
+
+
+def test_the_band_unet_trains_with_its_own_hop(trained_bands, prepared, tmp_path):
+    """--arch bands: its size and STFT hop (256) in the checkpoint, validation better than the input, and the
+    checkpoint's architecture wins on --resume."""
+    ckpt = load_checkpoint(trained_bands)
+    assert ckpt["model_args"]["arch"] == "bands" and ckpt["model_args"]["base_channels"] == 4
+    assert ckpt["audio"]["hop_length"] == 256
+    best = max(h["val_si_sdr"] for h in ckpt["history"])
+    assert best > ckpt["history"][0]["val_noisy_si_sdr"] + 1
+    assert ckpt["history"][-1]["train_loss"] < ckpt["history"][0]["train_loss"]
+    with pytest.raises(UserError, match="hop 256 wins"):
+        train.main(["--data-dir", str(prepared), "--init-from", str(trained_bands), "--out", str(tmp_path / "x.pt"),
+                    "--epochs", "1", "--hop-length", "128"])
+    with pytest.raises(SystemExit):  # the band U-Net subtracts magnitudes
+        train.parse_args(["--arch", "bands", "--subtraction", "complex"])

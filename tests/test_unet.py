@@ -151,3 +151,77 @@ def test_temporal_blocks_start_as_identity_then_see_further_along_time():
     assert ModelConfig.from_dict({k: v for k, v in ModelConfig().to_dict().items() if k != "temporal_blocks"}) == ModelConfig()
     with pytest.raises(ValueError, match="already has"):
         with_temporal_blocks(deep, 1)
+
+
+# ----------------------------------------------------------------------------- the band U-Net (--arch bands)
+def test_band_matrices_fold_and_unfold():
+    """129 bands at n_fft 512: each bin below 2 kHz its own band, ERB bands above; unfolding keeps a value shared by
+    all bands in every bin, folding keeps a flat spectrum's level."""
+    from unet_utils import band_matrices
+    fold, unfold = band_matrices(512, 16000)
+    assert fold.shape == (129, 257) and unfold.shape == (257, 129)
+    assert torch.allclose(unfold.sum(1), torch.ones(257)) and torch.allclose(fold.sum(1), torch.ones(129))
+    assert torch.equal(unfold[:65, :65], torch.eye(65)) and torch.equal(fold[:64, :64], torch.eye(64))
+    assert torch.all(unfold >= 0) and torch.all(fold >= 0)
+    widths = (fold > 0).sum(1)
+    assert widths[65:].float().mean() > 2 and widths[-1] > widths[70]  # wider bands as the frequency rises
+
+
+@pytest.mark.parametrize("frames", [1, 5, 63, 250])
+def test_band_unet_keeps_any_length(frames):
+    from unet import BandUNet
+    net = BandUNet(base_channels=4, depth=3, blocks=2).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 1, 129, frames)).shape == (2, 1, 129, frames)
+
+
+def bands_model(width=4, blocks=3, seed=0):
+    """A band denoiser whose BatchNorm scales and statistics are not the identity (new blocks start as one)."""
+    torch.manual_seed(seed)
+    model = NoiseSubtractionDenoiser(ModelConfig(arch="bands", base_channels=width, depth=3, temporal_blocks=blocks),
+                                     AudioConfig(hop_length=256)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 1.5)
+    return model
+
+
+def test_band_unet_reach_bounds_what_an_output_frame_depends_on():
+    """reach_frames (which sizes denoise.py's chunk context) is at least the true dependence, seen by the gradient."""
+    model = bands_model(blocks=3)
+    mag = stft(torch.randn(1, 16000 * 8), model.audio).abs().requires_grad_()
+    reach = model.reach_frames()
+    for t in (200, 201, 202, 203):
+        mag.grad = None
+        model.noise_fraction(mag)[0, :, t].sum().backward()
+        seen = (mag.grad[0].abs().sum(0) > 0).nonzero().flatten()
+        assert t - seen.min() <= reach and seen.max() - t <= reach
+        assert max(t - seen.min(), seen.max() - t) > reach - 12  # and not far beyond it
+
+
+def test_band_denoiser_bounds_silence_and_level():
+    model = bands_model()
+    x = torch.randn(2, 8000) * 0.1
+    with torch.no_grad():
+        y, noise = model(x)
+        assert y.shape == x.shape and noise.shape == (2, 257, 8000 // 256 + 1)
+        ys, xs = stft(y, model.audio).abs(), stft(x, model.audio).abs()
+        assert torch.all(ys <= xs * 1.05 + 1e-6)  # 50% overlap: the output's STFT is not exactly the gain's
+        assert torch.equal(model(torch.zeros(1, 4000))[0], torch.zeros(1, 4000))
+        y2, _ = model(10 * x)
+        assert torch.allclose(y2, 10 * y, rtol=1e-3, atol=1e-5)
+
+
+def test_band_unet_is_far_cheaper_than_the_seed_unet():
+    from torch.utils.flop_counter import FlopCounterMode
+    from unet import model_defaults
+    flops = []
+    for arch, hop in (("unet", 128), ("bands", 256)):
+        model = NoiseSubtractionDenoiser(ModelConfig(**model_defaults(arch)), AudioConfig(hop_length=hop)).eval()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            model(torch.randn(1, 16000))
+        flops.append(fc.get_total_flops())
+    assert flops[1] < flops[0] / 40
+    with pytest.raises(ValueError, match="subtracts magnitudes"):
+        ModelConfig(arch="bands", subtraction="complex")
