@@ -15,12 +15,15 @@ files through one denoise.py process), memory (peak RSS of denoise.py on a --lon
 48 kHz stereo file), train (train.py's step: samples/s, and its FLOP/s against the machine's
 measured convolution FLOP/s), loader (dataset.RemixDataset items/s, 0 and 2 workers), throughput
 (train.py's whole step, mixing included: seconds of audio trained per second, with the mixtures made
-by DataLoader or in the device's memory, dataset.DeviceRemixer; on the CPU, and on a GPU when there is one).
+by DataLoader or in the device's memory, dataset.DeviceRemixer; on the CPU, and on a GPU when there is one),
+browser (the web page in headless Chromium on a --seconds file: page load, and the time window.denoise takes,
+beside denoise.py's light path on the same file and the two outputs' agreement).
 Test audio is generated (demo_corpus's procedural voice and noise families) into a temporary
 folder and deleted at the end. Torch uses --threads threads (OMP_NUM_THREADS is set before
 torch is imported, and passed on to the denoise.py subprocesses).
 """
 import functools
+import io
 import itertools
 import os
 import platform
@@ -37,7 +40,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent
-WHAT = ("rtf", "onnx", "light", "startup", "folder", "memory", "train", "loader", "throughput")
+WHAT = ("rtf", "onnx", "light", "startup", "folder", "memory", "train", "loader", "throughput", "browser")
 NOISES = ("babble", "fan", "traffic", "rain", "pink_hiss", "hum")
 
 
@@ -404,6 +407,49 @@ def bench_throughput(ctx):
                    f"{name}, {str(amp or torch.float32).replace('torch.', '')}, {describe(model).split(', ')[1]}, STFT hop "
                    f"{audio.hop_length}, batch {run.batch_size} x {d.segment_seconds:g} s, {steps} steps after 2, "
                    f"{ctx.args.data_dir} with the model's augmentations, {data.workers} loader workers")
+
+
+def bench_browser(ctx):
+    """10. The web page (web/, browser.py) in headless Chromium: loading it with its model, then window.denoise on a
+    --seconds 16 kHz file (WebAssembly, one thread), beside `python denoise.py` under --python on the same file
+    (whole process and its marginal part) and the SI-SDR of one output against the other. Uses models/unet.onnx, the
+    model the page loads."""
+    import browser
+    absent = browser.missing()
+    if absent:
+        print("the browser benchmark needs " + ", ".join(absent) + ": skipped")
+        return
+    import torch
+    from audio import si_sdr
+    clip, secs, runs = ctx.clip(), ctx.args.seconds, ctx.args.repeats
+    wav = ctx.tmp / "page.wav"
+    sf.write(wav, clip, ctx.sr, subtype="FLOAT")
+    server = browser.Server()
+    t = time.perf_counter()
+    page = browser.Page(server)
+    t_load = time.perf_counter() - t
+    try:
+        data = wav.read_bytes()
+        page.denoise(data)  # a warm-up
+        t_page = best_of(lambda: page.denoise(data), runs, warmup=0)
+        got = sf.read(io.BytesIO(page.denoise(data)), dtype="float32")[0]
+    finally:
+        page.close()
+        server.close()
+    out = ctx.tmp / "page_py.wav"
+    cmd = [ctx.python, "denoise.py", str(wav), "-o", str(out), "--overwrite", "--backend", "onnx", "--threads",
+           str(ctx.args.threads)]
+    t_py = best_of(lambda: subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True), runs)
+    expected = sf.read(out, dtype="float32")[0]
+    agree = si_sdr(torch.from_numpy(got).double(), torch.from_numpy(expected).double(), eps=0).item()
+    setting = f"{secs:g} s 16 kHz mono float WAV, models/unet.onnx, best of {runs} after a warm-up"
+    report(ctx, "browser: page and model load", f"{t_load:.2f} s", "headless Chromium (Debian), "
+           "onnxruntime-web WebAssembly, 1 thread, from a local static server")
+    report(ctx, "browser: window.denoise", f"{t_page:.2f} s (RTF {t_page / secs:.4f})",
+           setting + ", decoding, resampling, chunks and WAV encoding included")
+    report(ctx, "browser: python denoise.py on the same file", f"{t_py:.2f} s whole process (RTF {t_py / secs:.4f})",
+           setting + f", {ctx.python}, onnxruntime, {ctx.args.threads} threads")
+    report(ctx, "browser: page output vs denoise.py output", f"SI-SDR {agree:.1f} dB", setting)
 
 
 # ----------------------------------------------------------------------------- main

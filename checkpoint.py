@@ -71,9 +71,14 @@ def lineage(ckpt, path):
 
 
 def compute_summary(sessions):
-    """ckpt["compute"] (train.py: a record per training session) in a few words: where, how long, how much audio."""
-    return "; ".join(f"{c['minutes']:g} min on {c['device']}" + (f" x {c['processes']}" if c["processes"] > 1 else "")
+    """ckpt["compute"] (train.py: a record per training session) in a few words: where, how long, how much audio;
+    with several sessions, their sum first."""
+    each = "; ".join(f"{c['minutes']:g} min on {c['device']}" + (f" x {c['processes']}" if c["processes"] > 1 else "")
                      + f" ({c['precision']}, {c['steps']} steps, {c['audio_hours']:g} h of audio)" for c in sessions)
+    if len(sessions) < 2:
+        return each
+    return (f"{sum(c['minutes'] for c in sessions):g} min and {sum(c['audio_hours'] for c in sessions):.3g} h of audio "
+            f"in {len(sessions)} sessions: {each}")
 
 
 def run_summary(run):

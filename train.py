@@ -66,6 +66,9 @@ def add_length_args(p):
                    help="train for this long instead of --epochs: the warm-up and cosine schedule span the time, "
                         "--evals validations along it, and the run ends with its best and last checkpoints")
     p.add_argument("--evals", type=int, default=10, help="with --time-budget: validations (and checkpoints) along it")
+    p.add_argument("--session-minutes", type=float, metavar="MINUTES",
+                   help="with --time-budget: end this working session after this long with a validation and both "
+                        "checkpoints; --resume carries on with the budget's clock and schedule where it stopped")
 
 
 def add_loss_args(p):
@@ -163,6 +166,8 @@ def check_args(p, args):
         p.error("--arch bands subtracts magnitudes, with BatchNorm (no --subtraction complex, --norm none)")
     if args.hop_length is not None and not 0 < args.hop_length <= 512:
         p.error("--hop-length must be between 1 and 512")
+    if args.session_minutes is not None and (args.time_budget is None or not args.session_minutes > 0):
+        p.error("--session-minutes needs a --time-budget and must be positive")
     if args.time_budget is not None and args.stop_after:
         p.error("--stop-after ends an --epochs run early; a --time-budget run ends when its time is spent")
     if args.lr <= 0 or args.segment_seconds <= 0 or (args.time_budget is not None and not args.time_budget > 0):
@@ -267,7 +272,8 @@ def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
     return [float(t / n) for t in totals] + ([by_corpus] if corpora is not None else [])
 
 
-NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "device", "workers", "mixing", "arch_given", "given",
+NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "session_minutes", "device", "workers", "mixing",
+                 "arch_given", "given",
                  "hop_length", *ARCH_FLAGS}
 
 
@@ -498,10 +504,12 @@ class Clock:
     """A run's training time and work: this session's steps and items, and with --time-budget the time spent
     (earlier sessions' too, after --resume), read on rank 0 and shared each step so that every rank takes the
     same learning rate and stops at the same step. Validations fall at each 1/--evals of the budget and when
-    it is spent; training stops early enough for the last one (as long as the one before) to fit."""
+    it (or this session's --session-minutes) is spent; training stops early enough for the last one (as long as
+    the one before) to fit."""
 
-    def __init__(self, minutes, evals, earlier_s, device, world):
+    def __init__(self, minutes, evals, earlier_s, device, world, session_minutes=None):
         self.timed, self.budget = minutes is not None, (minutes or 0) * 60
+        self.session_budget = (session_minutes or 0) * 60
         self.earlier, self.start, self.device, self.world = earlier_s, time.time(), device, world
         self.now, self.reserve, self.steps, self.items = earlier_s, 0.0, 0, 0
         self.marks = [self.budget * k / evals for k in range(1, evals)]
@@ -525,8 +533,11 @@ class Clock:
     def up(self):
         return self.timed and self.now + self.reserve >= self.budget
 
+    def session_up(self):
+        return bool(self.session_budget) and self.now - self.earlier + self.reserve >= self.session_budget
+
     def due(self):
-        return self.up() or self.timed and bool(self.marks) and self.now >= self.marks[0]
+        return self.up() or self.session_up() or self.timed and bool(self.marks) and self.now >= self.marks[0]
 
     def validated(self, seconds):
         self.reserve, self.marks = seconds, [m for m in self.marks if m > self.now]
@@ -686,7 +697,8 @@ def main(argv=None):
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = math.ceil(len(epoch_order(data.train_set, 1, args, rank, world)) / args.batch_size)
     earlier = (ckpt or {}).get("compute", [])  # the sessions of this run before a --resume
-    clock = Clock(args.time_budget, args.evals, 60 * sum(c["minutes"] for c in earlier), device, world)
+    clock = Clock(args.time_budget, args.evals, 60 * sum(c["minutes"] for c in earlier), device, world,
+                  args.session_minutes)
     optimizer, scheduler, start_epoch, best, history = build_optimizer(args, raw_model, ckpt, steps_per_epoch, clock, log)
     model = raw_model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         raw_model, device_ids=[device] if device.type == "cuda" else None)
@@ -717,7 +729,9 @@ def main(argv=None):
                         improved, compute)
         clock.validated(time.time() - t0 - record["train_seconds"])
         running, n, t0 = torch.zeros((), device=device), 0, time.time()
-        reason = stop_reason(args, position, history, best) or (clock.up() and f"the {args.time_budget:g}-minute budget is spent")
+        reason = (stop_reason(args, position, history, best) or (clock.up() and f"the {args.time_budget:g}-minute budget is spent")
+                  or (clock.session_up() and f"this session's {args.session_minutes:g} minutes are spent "
+                      f"({clock.now / 60:.0f} of the budget's {args.time_budget:g}): continue with --resume"))
         if reason:
             log(reason)
             break

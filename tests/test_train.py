@@ -365,6 +365,26 @@ def test_a_time_budget_run_ends_on_time_with_its_checkpoints(prepared, tmp_path)
     assert "0.25-minute budget" in text and "compute: " in text and "steps" in text
 
 
+def test_a_budget_spans_working_sessions(prepared, tmp_path):
+    """--session-minutes ends a session with its checkpoints partway through the budget; --resume carries on with
+    the budget's clock (the learning rate where it stopped), and the compute record adds the sessions up."""
+    out = tmp_path / "unet.pt"
+    budget = ["--data-dir", str(prepared), "--out", str(out), "--time-budget", "0.6", "--evals", "6"]
+    train.main([*budget, *TINY_MODEL, "--session-minutes", "0.2"])
+    first = torch.load(out.with_name("unet_last.pt"), weights_only=True)
+    (session,) = first["compute"]
+    assert 0.15 <= session["minutes"] <= 0.35 and first["history"][-1]["lr"] > 0.3 * 3e-3  # stopped early, LR high
+    train.main([*budget, "--resume"])
+    last = torch.load(out.with_name("unet_last.pt"), weights_only=True)
+    assert len(last["compute"]) == 2 and last["compute"][0] == session
+    assert 0.5 <= sum(c["minutes"] for c in last["compute"]) <= 0.85
+    lrs = [h["lr"] for h in last["history"]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.05 * 3e-3  # one schedule across both sessions
+    assert "in 2 sessions" in describe_checkpoint(last, out)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--session-minutes", "5"])  # only with a --time-budget
+
+
 def test_ranks_share_every_epoch_equally():
     from types import SimpleNamespace
     args = SimpleNamespace(seed=0, corpus_weights=[])
