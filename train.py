@@ -517,6 +517,10 @@ class Clock:
     def tick(self, items):
         """After each training step."""
         self.steps, self.items = self.steps + 1, self.items + items
+        self.read()
+
+    def read(self):
+        """The time spent (rank 0's, on every rank)."""
         if self.timed:
             t = torch.tensor(self.earlier + time.time() - self.start, dtype=torch.float64, device=self.device)
             if self.world > 1:
@@ -540,6 +544,9 @@ class Clock:
         return self.up() or self.session_up() or self.timed and bool(self.marks) and self.now >= self.marks[0]
 
     def validated(self, seconds):
+        """After a validation of this many seconds: the time it took counts before deciding whether to go on (else a
+        budget spent during the last validation would take one more step and validation)."""
+        self.read()
         self.reserve, self.marks = seconds, [m for m in self.marks if m > self.now]
 
 

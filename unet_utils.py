@@ -142,7 +142,8 @@ class BandMixer(nn.Module):
         nn.init.zeros_(self.norm.weight)  # starts as the identity
 
     def forward(self, x):  # [B, C, bands, frames]
-        return x + self.act(self.norm(torch.einsum("bcft,fg->bcgt", x, self.mix)))
+        mixed = torch.matmul(x.transpose(2, 3), self.mix).transpose(2, 3)  # sum over f of x[..., f, t] mix[f, g]
+        return x + self.act(self.norm(mixed))
 
 
 class BottleneckBlock(nn.Module):

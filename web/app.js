@@ -13,8 +13,16 @@ const modelUrl = modelParam && new URL(modelParam, location.href);
 const modelReady = modelUrl && modelUrl.origin !== location.origin
   ? Promise.reject(new UserError("The model must come from this page's own server: nothing is fetched from elsewhere."))
   : Model.load(modelUrl ? modelUrl.href : undefined);
-let current = null; // the decoded input {name, blob, channels, rate}
-let busy = Promise.resolve(), outputUrl = null, inputUrl = null;
+let current = null; // the decoded input {name, channels, rate}
+let queue = Promise.resolve(), outputUrl = null, inputUrl = null;
+
+// One job at a time (onnxruntime-web runs one inference per session at once): a new file, a new floor or a
+// window.denoise call waits for the job in progress. Returns the job's own promise.
+function serial(task) {
+  const job = queue.then(task, task);
+  queue = job.catch(() => {});
+  return job;
+}
 
 function message(text, isError = false) {
   $("status").textContent = isError ? "" : text;
@@ -33,13 +41,12 @@ function say(e) {
 }
 
 // ----------------------------------------------------------------------------- for scripts and tests
-async function denoiseBlob(blob, floorDb) {
+window.denoise = (blob, floorDb) => serial(async () => {
   const model = await modelReady;
   const { channels, rate } = await decode(blob);
   const out = await denoiseChannels(model, channels, rate, floorDb ?? model.floorDb);
   return encodeWav(out, rate);
-}
-window.denoise = denoiseBlob;
+});
 
 // ----------------------------------------------------------------------------- the page
 function colour(db) {
@@ -83,13 +90,8 @@ async function run(floorDb) {
     + `${rate} Hz, floor ${floorDb} dB.`);
 }
 
-function enqueue(task) { // one run at a time; a new file or floor waits for the one in progress
-  busy = busy.then(task).catch(say);
-  return busy;
-}
-
 function open(file) {
-  enqueue(async () => {
+  serial(async () => {
     message(`Reading ${file.name}…`);
     $("result").classList.add("hidden");
     $("download").setAttribute("aria-disabled", "true");
@@ -101,7 +103,7 @@ function open(file) {
     $("before").src = inputUrl;
     await run(Number($("floor").value));
     $("result").classList.remove("hidden");
-  });
+  }).catch(say);
 }
 
 $("file").addEventListener("change", (e) => e.target.files.length && open(e.target.files[0]));
@@ -114,7 +116,7 @@ drop.addEventListener("drop", (e) => {
   if (e.dataTransfer.files.length) open(e.dataTransfer.files[0]);
 });
 $("floor").addEventListener("input", () => { $("floor-value").textContent = $("floor").value; });
-$("floor").addEventListener("change", () => current && enqueue(() => run(Number($("floor").value))));
+$("floor").addEventListener("change", () => current && serial(() => run(Number($("floor").value))).catch(say));
 
 modelReady.then((model) => {
   $("floor").value = model.floorDb;
