@@ -412,8 +412,8 @@ def bench_throughput(ctx):
 def bench_browser(ctx):
     """10. The web page (web/, browser.py) in headless Chromium: loading it with its model, then window.denoise on a
     --seconds 16 kHz file (WebAssembly, one thread), beside `python denoise.py` under --python on the same file
-    (whole process and its marginal part) and the SI-SDR of one output against the other. Uses models/unet.onnx, the
-    model the page loads."""
+    (whole process) and the SI-SDR of one output against the other, on --model's export (the page loads it with
+    ?model=, from the repository's own server)."""
     import browser
     absent = browser.missing()
     if absent:
@@ -421,12 +421,17 @@ def bench_browser(ctx):
         return
     import torch
     from audio import si_sdr
+    onnx_path, _ = ctx.onnx_path()
+    if ROOT not in onnx_path.resolve().parents:
+        print(f"the page loads models from the repository's own server, and {onnx_path} is outside it: "
+              f"export the model inside the repository (python export.py --model X.pt): browser skipped")
+        return
     clip, secs, runs = ctx.clip(), ctx.args.seconds, ctx.args.repeats
     wav = ctx.tmp / "page.wav"
     sf.write(wav, clip, ctx.sr, subtype="FLOAT")
     server = browser.Server()
     t = time.perf_counter()
-    page = browser.Page(server)
+    page = browser.Page(server, f"?model=/{onnx_path.resolve().relative_to(ROOT).as_posix()}")
     t_load = time.perf_counter() - t
     try:
         data = wav.read_bytes()
@@ -437,12 +442,12 @@ def bench_browser(ctx):
         page.close()
         server.close()
     out = ctx.tmp / "page_py.wav"
-    cmd = [ctx.python, "denoise.py", str(wav), "-o", str(out), "--overwrite", "--backend", "onnx", "--threads",
+    cmd = [ctx.python, "denoise.py", str(wav), "-o", str(out), "--overwrite", "--model", str(onnx_path), "--threads",
            str(ctx.args.threads)]
     t_py = best_of(lambda: subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True), runs)
     expected = sf.read(out, dtype="float32")[0]
     agree = si_sdr(torch.from_numpy(got).double(), torch.from_numpy(expected).double(), eps=0).item()
-    setting = f"{secs:g} s 16 kHz mono float WAV, models/unet.onnx, best of {runs} after a warm-up"
+    setting = f"{secs:g} s 16 kHz mono float WAV, {onnx_path.name} of {ctx.model_path.name}, best of {runs} after a warm-up"
     report(ctx, "browser: page and model load", f"{t_load:.2f} s", "headless Chromium (Debian), "
            "onnxruntime-web WebAssembly, 1 thread, from a local static server")
     report(ctx, "browser: window.denoise", f"{t_page:.2f} s (RTF {t_page / secs:.4f})",

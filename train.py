@@ -83,6 +83,27 @@ def add_loss_args(p):
                         "suppression of what gets through, against speech distortion")
 
 
+def add_model_args(p):
+    """The architecture (unet.ModelConfig; left out, the checkpoint's or the architecture's defaults) and its STFT hop."""
+    p.add_argument("--arch", choices=("unet", "bands"),
+                   help=f"unet: the seed's U-Net on all 256 bins (1.94 M parameters); bands: the band U-Net (129 bands, "
+                        f"separable convolutions, STFT hop {BAND_HOP}), several times faster to train (default {MODEL_DEFAULTS['arch']})")
+    p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}, "
+                   f"bands {BAND_DEFAULTS['base_channels']}; the seed used 64)")
+    p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed; "
+                   f"bands {BAND_DEFAULTS['depth']})")
+    p.add_argument("--norm", choices=("batch", "none"), help=f"default {MODEL_DEFAULTS['norm']}")
+    p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {MODEL_DEFAULTS['floor_db']})")
+    p.add_argument("--subtraction", choices=("magnitude", "complex"),
+                   help=f"subtract a predicted noise magnitude and keep the noisy phase, or a complex noise estimate "
+                        f"that corrects the phase too (default {MODEL_DEFAULTS['subtraction']})")
+    p.add_argument("--temporal-blocks", type=int, help="dilated blocks along time after the U-Net's bottleneck, "
+                   f"each seeing twice as far (default {MODEL_DEFAULTS['temporal_blocks']}, bands "
+                   f"{BAND_DEFAULTS['temporal_blocks']}; --init-from adds them to a seed U-Net)")
+    p.add_argument("--hop-length", type=int, help=f"the model's STFT hop in samples (default: the prepared set's, "
+                   f"{BAND_HOP} for --arch bands)")
+
+
 def parse_args(argv=None):
     p = arg_parser(__doc__)
     p.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="the prepared set (prepare_data.py --out)")
@@ -105,23 +126,7 @@ def parse_args(argv=None):
     p.add_argument("--snr-range", type=float, nargs=2, default=(-5.0, 15.0), metavar=("LO", "HI"), help="SNR (dB) of the remixed training mixtures")
     p.add_argument("--level-range", type=float, nargs=2, default=(-40.0, -10.0), metavar=("LO", "HI"), help="RMS level (dBFS) of the remixed training mixtures")
     add_augmentation_args(p)
-    p.add_argument("--arch", choices=("unet", "bands"),
-                   help=f"unet: the seed's U-Net on all 256 bins (1.94 M parameters); bands: the band U-Net (129 bands, "
-                        f"separable convolutions, STFT hop {BAND_HOP}), about 10x faster to train (default {MODEL_DEFAULTS['arch']})")
-    p.add_argument("--base-channels", type=int, help=f"U-Net width (default {MODEL_DEFAULTS['base_channels']}, "
-                   f"bands {BAND_DEFAULTS['base_channels']}; the seed used 64)")
-    p.add_argument("--depth", type=int, help=f"U-Net depth (default {MODEL_DEFAULTS['depth']}, as the seed; "
-                   f"bands {BAND_DEFAULTS['depth']})")
-    p.add_argument("--norm", choices=("batch", "none"), help=f"default {MODEL_DEFAULTS['norm']}")
-    p.add_argument("--floor-db", type=float, help=f"most attenuation any bin gets (default {MODEL_DEFAULTS['floor_db']})")
-    p.add_argument("--subtraction", choices=("magnitude", "complex"),
-                   help=f"subtract a predicted noise magnitude and keep the noisy phase, or a complex noise estimate "
-                        f"that corrects the phase too (default {MODEL_DEFAULTS['subtraction']})")
-    p.add_argument("--temporal-blocks", type=int, help="dilated blocks along time after the U-Net's bottleneck, "
-                   f"each seeing twice as far (default {MODEL_DEFAULTS['temporal_blocks']}, bands "
-                   f"{BAND_DEFAULTS['temporal_blocks']}; --init-from adds them to a seed U-Net)")
-    p.add_argument("--hop-length", type=int, help=f"the model's STFT hop in samples (default: the prepared set's, "
-                   f"{BAND_HOP} for --arch bands)")
+    add_model_args(p)
     add_loss_args(p)
     p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                    help="auto: bf16 autocast on CUDA GPUs and CPUs that support it fast, fp16 on older GPUs, else fp32")

@@ -38,7 +38,9 @@ def make_corpus(root, n_speakers=6, files_per_speaker=3, seconds=3.0, noise_file
     for s in range(n_speakers):
         (root / "speech" / f"spk{s}").mkdir(parents=True)
         for f in range(files_per_speaker):
-            sf.write(root / "speech" / f"spk{s}" / f"utt{f}.wav", voiced(seconds, sr, 100 + 40 * s, rng), sr)
+            # each speaker's files at low, middle and high pitch, so that no split is left to extrapolate in pitch
+            f0 = 100 + 40 * ((s + 2 * f) % 6)
+            sf.write(root / "speech" / f"spk{s}" / f"utt{f}.wav", voiced(seconds, sr, f0, rng), sr)
     for kind in ("hiss", "band"):
         (root / "noise" / kind).mkdir(parents=True)
         for f in range(noise_files):
