@@ -43,7 +43,7 @@ from losses import LossWeights, loss_fn
 from unet import (BAND_DEFAULTS, BAND_HOP, MODEL_DEFAULTS, ModelConfig, NoiseSubtractionDenoiser, complex_from_magnitude,
                   describe, model_defaults, with_temporal_blocks)
 
-ARCH_FLAGS = ("arch", "base_channels", "depth", "norm", "floor_db", "subtraction", "temporal_blocks")  # defaults: unet.model_defaults
+ARCH_FLAGS = ("arch", "base_channels", "depth", "norm", "floor_db", "subtraction", "temporal_blocks", "fine_level")  # defaults: unet.model_defaults
 UNSET = object()  # a flag not given on the command line
 
 
@@ -100,6 +100,8 @@ def add_model_args(p):
     p.add_argument("--temporal-blocks", type=int, help="dilated blocks along time after the U-Net's bottleneck, "
                    f"each seeing twice as far (default {MODEL_DEFAULTS['temporal_blocks']}, bands "
                    f"{BAND_DEFAULTS['temporal_blocks']}; --init-from adds them to a seed U-Net)")
+    p.add_argument("--fine-level", action=argparse.BooleanOptionalAction, help="bands: a level on all 129 bands "
+                   "too, in and out (slower, finer; default: none)")
     p.add_argument("--hop-length", type=int, help=f"the model's STFT hop in samples (default: the prepared set's, "
                    f"{BAND_HOP} for --arch bands)")
 

@@ -80,11 +80,18 @@ class BandUNet(nn.Module):
     No layer runs on all 129 bands: on two cores a step is bound by memory traffic, and the finest level's
     activations are the most (benchmark.py --what throughput)."""
 
-    def __init__(self, base_channels=16, depth=3, blocks=4, bands=129):
+    def __init__(self, base_channels=16, depth=3, blocks=4, bands=129, fine_level=False):
         super().__init__()
         widths = [base_channels * 2 ** i for i in range(depth)]
-        self.inp = nn.Sequential(nn.Conv2d(1, widths[0], (5, 3), (2, 1), (2, 1), bias=False),
-                                 nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.fine = None
+        if fine_level:  # a level on all 129 bands: a 3x3 convolution in, a refine and the head out
+            c = widths[0]
+            self.fine = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+            self.inp = SeparableConv(c, c, (5, 3), (2, 1))
+            self.fine_up, self.fine_refine = SeparableConv(c, c), SeparableConv(c, c)
+        else:
+            self.inp = nn.Sequential(nn.Conv2d(1, widths[0], (5, 3), (2, 1), (2, 1), bias=False),
+                                     nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         self.downs = nn.ModuleList(SeparableConv(widths[i], widths[i + 1], (5, 3) if i == 0 else (3, 3), (2, 2))
                                    for i in range(depth - 1))
         coarse = bands
@@ -93,12 +100,15 @@ class BandUNet(nn.Module):
         self.blocks = nn.Sequential(*(BottleneckBlock(widths[-1], coarse, 2 ** k) for k in range(blocks)))
         self.ups = nn.ModuleList(SeparableConv(widths[i + 1], widths[i]) for i in range(depth - 1))
         self.refine = nn.ModuleList(SeparableConv(widths[i], widths[i]) for i in range(depth - 1))
-        self.out = nn.Conv2d(widths[0], 2, 1)  # two bands' values at each position of the first level
+        self.out = nn.Conv2d(widths[0], 1 if fine_level else 2, 1)  # or two bands' values at each first-level position
         self.bands = bands
 
     def forward(self, x):
         t, m = x.shape[-1], self.frame_grid()
-        x = F.pad(self.inp(x), (0, -t % m))
+        fine = None
+        if self.fine is not None:
+            x = fine = F.pad(self.fine(x), (0, -t % m))
+        x = F.pad(self.inp(x), (0, -x.shape[-1] % m))
         skips = []
         for down in self.downs:
             skips.append(x)
@@ -108,6 +118,9 @@ class BandUNet(nn.Module):
             skip = skips[i]
             x = F.interpolate(self.ups[i](x), scale_factor=2.0, mode="nearest")
             x = self.refine[i](x[..., :skip.shape[-2], :skip.shape[-1]] + skip)
+        if fine is not None:
+            x = F.interpolate(self.fine_up(x), scale_factor=(2.0, 1.0), mode="nearest")
+            return self.out(self.fine_refine(x[..., :fine.shape[-2], :] + fine))[..., :t]
         y = self.out(x)  # [B, 2, ceil(bands / 2), T]: channel k holds band 2 j + k
         return y.transpose(1, 2).reshape(len(y), 1, -1, y.shape[-1])[:, :, :self.bands, :t]
 
@@ -120,7 +133,7 @@ class BandUNet(nn.Module):
         and the blocks' dilations at the coarsest level (tests/test_unet.py checks it against the gradient)."""
         scales = [2 ** i for i in range(len(self.downs))]
         coarsest = 2 ** len(self.downs)
-        return 1 + sum(6 * s for s in scales) + coarsest * (2 ** len(self.blocks) - 1)
+        return 1 + sum(6 * s for s in scales) + coarsest * (2 ** len(self.blocks) - 1) + (6 if self.fine else 0)
 
 
 def level_gain(noisy, target_db):
@@ -173,6 +186,7 @@ class ModelConfig:
     subtraction: str = "magnitude"  # magnitude (noisy phase kept) or complex
     temporal_blocks: int = 0  # dilated blocks along time after the bottleneck (0: the seed's U-Net)
     arch: str = "unet"  # unet: the seed's U-Net on all 256 bins; bands: the band U-Net (BandUNet) on 129 bands
+    fine_level: bool = False  # bands: a level on all 129 bands too (the first halving after a convolution there)
 
     def __post_init__(self):
         if self.subtraction not in ("magnitude", "complex"):
@@ -211,7 +225,7 @@ class NoiseSubtractionDenoiser(nn.Module):
             fold, unfold = band_matrices(audio.n_fft, audio.sample_rate)
             self.register_buffer("fold", fold, persistent=False)  # derived from the audio settings, not saved
             self.register_buffer("unfold", unfold, persistent=False)
-            self.unet = BandUNet(config.base_channels, config.depth, config.temporal_blocks, len(fold))
+            self.unet = BandUNet(config.base_channels, config.depth, config.temporal_blocks, len(fold), config.fine_level)
         else:
             self.unet = UNet(3 if complex_ else 1, 2 if complex_ else 1, config.base_channels, config.depth,
                              config.norm, config.temporal_blocks)
@@ -324,7 +338,8 @@ def count_parameters(model):
 def describe(model):
     a = model.config
     if a.arch == "bands":
-        return (f"band U-Net width {a.base_channels} depth {a.depth} + {a.temporal_blocks} bottleneck blocks, "
+        return (f"band U-Net width {a.base_channels} depth {a.depth}{' + fine level' if a.fine_level else ''} + "
+                f"{a.temporal_blocks} bottleneck blocks, "
                 f"{count_parameters(model) / 1e3:.1f} k parameters, magnitude subtraction, floor {a.floor_db:g} dB")
     temporal = f" + {a.temporal_blocks} temporal blocks" if a.temporal_blocks else ""
     return (f"U-Net base {a.base_channels} depth {a.depth} norm {a.norm}{temporal}, "

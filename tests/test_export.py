@@ -125,11 +125,12 @@ def test_a_complex_model_exports_and_denoises_the_same(tmp_path):
     assert agreement_db(got, expected) > 60
 
 
-def test_a_band_model_exports_and_denoises_the_same(tmp_path):
+@pytest.mark.parametrize("fine", [False, True])
+def test_a_band_model_exports_and_denoises_the_same(tmp_path, fine):
     """The band U-Net's graph (hop 256, band folding and unfolding, the bottleneck's band mixing), through
     denoise_array's chunks, with the frame grid and reach in its metadata."""
     from test_unet import bands_model
-    model = bands_model(width=4, blocks=3)
+    model = bands_model(width=4, blocks=3, fine=fine)
     ckpt = tmp_path / "bands.pt"
     save_checkpoint(ckpt, model)
     export.main(["--model", str(ckpt)])

@@ -167,19 +167,20 @@ def test_band_matrices_fold_and_unfold():
     assert widths[65:].float().mean() > 2 and widths[-1] > widths[70]  # wider bands as the frequency rises
 
 
+@pytest.mark.parametrize("fine", [False, True])
 @pytest.mark.parametrize("frames", [1, 5, 63, 250])
-def test_band_unet_keeps_any_length(frames):
+def test_band_unet_keeps_any_length(frames, fine):
     from unet import BandUNet
-    net = BandUNet(base_channels=4, depth=3, blocks=2).eval()
+    net = BandUNet(base_channels=4, depth=3, blocks=2, fine_level=fine).eval()
     with torch.no_grad():
         assert net(torch.randn(2, 1, 129, frames)).shape == (2, 1, 129, frames)
 
 
-def bands_model(width=4, blocks=3, seed=0):
+def bands_model(width=4, blocks=3, seed=0, fine=False):
     """A band denoiser whose BatchNorm scales and statistics are not the identity (new blocks start as one)."""
     torch.manual_seed(seed)
-    model = NoiseSubtractionDenoiser(ModelConfig(arch="bands", base_channels=width, depth=3, temporal_blocks=blocks),
-                                     AudioConfig(hop_length=256)).eval()
+    model = NoiseSubtractionDenoiser(ModelConfig(arch="bands", base_channels=width, depth=3, temporal_blocks=blocks,
+                                                 fine_level=fine), AudioConfig(hop_length=256)).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -187,9 +188,10 @@ def bands_model(width=4, blocks=3, seed=0):
     return model
 
 
-def test_band_unet_reach_bounds_what_an_output_frame_depends_on():
+@pytest.mark.parametrize("fine", [False, True])
+def test_band_unet_reach_bounds_what_an_output_frame_depends_on(fine):
     """reach_frames (which sizes denoise.py's chunk context) is at least the true dependence, seen by the gradient."""
-    model = bands_model(blocks=3)
+    model = bands_model(blocks=3, fine=fine)
     mag = stft(torch.randn(1, 16000 * 8), model.audio).abs().requires_grad_()
     reach = model.reach_frames()
     for t in (200, 201, 202, 203):
