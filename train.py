@@ -280,8 +280,7 @@ def evaluate(model, loader, device, args, world=1, corpora=None, names=()):
 
 
 NOT_INHERITED = {"out", "overwrite", "resume", "init_from", "stop_after", "session_minutes", "device", "workers", "mixing",
-                 "arch_given", "given",
-                 "hop_length", *ARCH_FLAGS}
+                 "arch_given", "given", "hop_length", *ARCH_FLAGS}
 
 
 def config_value(v):

@@ -78,7 +78,8 @@ class BandUNet(nn.Module):
         -1x1 to 2 channels, each the value of one of a pair of bands-> [B, 1, 129, T]
 
     No layer runs on all 129 bands: on two cores a step is bound by memory traffic, and the finest level's
-    activations are the most (benchmark.py --what throughput)."""
+    activations are the most (benchmark.py --what throughput). fine_level adds one (a 3x3 convolution in, a
+    refine and the 1x1 head out): slower, and no better per minute of training in the team's runs (MODEL_CARD)."""
 
     def __init__(self, base_channels=16, depth=3, blocks=4, bands=129, fine_level=False):
         super().__init__()

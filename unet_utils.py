@@ -11,8 +11,6 @@ fold 257 STFT bins into 129 bands and unfold them again (band_matrices), a separ
 (depthwise, then pointwise), and a bottleneck block that looks along time (dilated) and across
 bands (a learned mixing of all bands).
 """
-import math
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -115,7 +113,7 @@ def band_matrices(n_fft, sample_rate, linear_hz=2000.0, erb_bands=64):
 
 class SeparableConv(nn.Module):
     """A depthwise convolution (each channel its own kernel over bands x frames, with a stride and a dilation),
-    then a pointwise one that mixes the channels, BatchNorm and PReLU: about kernel + c_out multiply-adds per
+    then a pointwise one that mixes the channels, BatchNorm and ReLU: about kernel + c_out multiply-adds per
     channel and position where a full convolution takes kernel x c_out."""
 
     def __init__(self, c_in, c_out, kernel=(3, 3), stride=(1, 1), dilation=(1, 1)):
@@ -131,7 +129,7 @@ class SeparableConv(nn.Module):
 
 
 class BandMixer(nn.Module):
-    """x + PReLU(BN(x @ W)), W a learned [bands, bands] matrix shared by all channels: every band hears every
+    """x + ReLU(BN(x @ W)), W a learned [bands, bands] matrix shared by all channels: every band hears every
     other one (a harmonic's partials, a noise's whole spectrum) for bands^2 multiply-adds a channel and frame."""
 
     def __init__(self, channels, bands):
