@@ -376,12 +376,13 @@ def epoch_order(train_set, epoch, args, rank, world):
     return (order * 2)[:share * world][rank::world]
 
 
-def epoch_batches(data, epoch, args, rank, world, device):
-    """This epoch's training batches, (noisy, voice) on device: mixed item by item in DataLoader workers
-    (RemixDataset), or a whole batch at a time in the device's memory (DeviceRemixer, --mixing device)."""
-    order, size = epoch_order(data.train_set, epoch, args, rank, world), args.batch_size
+def epoch_batches(data, epoch, args, rank, world, device, skip=0):
+    """This epoch's training batches after the first `skip` (done before a --resume), (noisy, voice) on device:
+    mixed item by item in DataLoader workers (RemixDataset), or a whole batch at a time in the device's memory
+    (DeviceRemixer, --mixing device)."""
+    order, size = epoch_order(data.train_set, epoch, args, rank, world)[skip * args.batch_size:], args.batch_size
     if data.remixer is not None:
-        return (data.remixer.batch(order[i:i + size], epoch, k) for k, i in enumerate(range(0, len(order), size)))
+        return (data.remixer.batch(order[i:i + size], epoch, skip + k) for k, i in enumerate(range(0, len(order), size)))
     data.train_set.set_epoch(epoch)  # fresh mixtures every epoch, the same ones after a resume
     loader = DataLoader(data.train_set, sampler=order, batch_size=size, num_workers=data.workers,
                         pin_memory=device.type == "cuda")
@@ -496,14 +497,14 @@ def build_optimizer(args, model, ckpt, steps_per_epoch, clock, log):
         schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if ckpt is None:
-        return optimizer, scheduler, 1, -math.inf, []
+        return optimizer, scheduler, 0, -math.inf, []
     if "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
     else:  # a best/shipped checkpoint: same weights and schedule position, fresh AdamW moments
         log("the checkpoint holds no optimizer state (a best checkpoint): AdamW restarts its moments")
     scheduler.load_state_dict(ckpt["scheduler"])
-    # a --time-budget run validates within epochs (epoch 3.4): it resumes with the next whole epoch
-    return optimizer, scheduler, math.floor(ckpt["epoch"]) + 1, ckpt["best_val_si_sdr"], ckpt["history"]
+    # the position it stopped at: whole epochs, or within one under --time-budget (3.4: 40% of the fourth done)
+    return optimizer, scheduler, ckpt["epoch"], ckpt["best_val_si_sdr"], ckpt["history"]
 
 
 class Clock:
@@ -518,7 +519,7 @@ class Clock:
         self.session_budget = (session_minutes or 0) * 60
         self.earlier, self.start, self.device, self.world = earlier_s, time.time(), device, world
         self.now, self.reserve, self.steps, self.items = earlier_s, 0.0, 0, 0
-        self.marks = [self.budget * k / evals for k in range(1, evals)]
+        self.marks = [m for m in (self.budget * k / evals for k in range(1, evals)) if m > earlier_s]  # those ahead
 
     def tick(self, items):
         """After each training step."""
@@ -595,13 +596,16 @@ def log_start(args, model, data, device, world, amp_dtype, log):
         + (f"; {args.time_budget:g} minutes of training" if args.time_budget else ""))
 
 
-def batch_stream(data, args, rank, world, device, start_epoch):
-    """The run's training batches, epoch after epoch (--epochs of them, or without end under --time-budget), each
-    with the position it ends: epoch - 1 + share of the epoch done (a whole number at an epoch's end)."""
-    epochs = itertools.count(start_epoch) if args.time_budget else range(start_epoch, args.epochs + 1)
+def batch_stream(data, args, rank, world, device, start):
+    """The run's training batches from position `start` on (0 for a new run; a resumed one goes on with the rest
+    of the epoch it stopped in), epoch after epoch (up to --epochs, or without end under --time-budget), each with
+    the position it ends: epoch - 1 + share of the epoch done (a whole number at an epoch's end)."""
+    first = math.floor(start) + 1
+    epochs = itertools.count(first) if args.time_budget else range(first, args.epochs + 1)
     for epoch in epochs:
         steps = math.ceil(len(epoch_order(data.train_set, epoch, args, rank, world)) / args.batch_size)
-        for k, (noisy, voice) in enumerate(epoch_batches(data, epoch, args, rank, world, device)):
+        skip = round((start - first + 1) * steps) if epoch == first else 0  # exact while epochs have < 1000 steps
+        for k, (noisy, voice) in enumerate(epoch_batches(data, epoch, args, rank, world, device, skip), skip):
             yield epoch - 1 + (k + 1) / steps, noisy, voice
 
 
@@ -627,13 +631,13 @@ class BudgetBar(tqdm):
         return dict(d, left=tqdm.format_interval(max(0, d["total"] - d["n"])))
 
 
-def run_bar(args, clock, start_epoch, steps_per_epoch, master):
+def run_bar(args, clock, start, steps_per_epoch, master):
     """One progress bar for the whole run: steps of all --epochs, or the --time-budget's seconds (time left shown)."""
     if clock.timed:
         return BudgetBar(total=round(clock.budget), initial=round(clock.now), unit="s", disable=not master,
                          dynamic_ncols=True,
                          bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s, {left} left{postfix}")
-    return tqdm(total=args.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch, unit="step",
+    return tqdm(total=args.epochs * steps_per_epoch, initial=round(start * steps_per_epoch), unit="step",
                 disable=not master, dynamic_ncols=True)
 
 
@@ -712,14 +716,14 @@ def main(argv=None):
     earlier = (ckpt or {}).get("compute", [])  # the sessions of this run before a --resume
     clock = Clock(args.time_budget, args.evals, 60 * sum(c["minutes"] for c in earlier), device, world,
                   args.session_minutes)
-    optimizer, scheduler, start_epoch, best, history = build_optimizer(args, raw_model, ckpt, steps_per_epoch, clock, log)
+    optimizer, scheduler, start, best, history = build_optimizer(args, raw_model, ckpt, steps_per_epoch, clock, log)
     model = raw_model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         raw_model, device_ids=[device] if device.type == "cuda" else None)
     log_start(args, raw_model, data, device, world, amp_dtype, log)
 
-    weights, bar = LossWeights.from_args(args), run_bar(args, clock, start_epoch, steps_per_epoch, master)
+    weights, bar = LossWeights.from_args(args), run_bar(args, clock, start, steps_per_epoch, master)
     running, n, t0 = torch.zeros((), device=device), 0, time.time()
-    for position, noisy, voice in batch_stream(data, args, rank, world, device, start_epoch):
+    for position, noisy, voice in batch_stream(data, args, rank, world, device, start):
         running += train_step(model, noisy, voice, optimizer, scheduler, scaler, amp_dtype, weights, args) * len(noisy)
         n += len(noisy)
         clock.tick(len(noisy))  # before the scheduler's step: a --time-budget schedule reads the clock

@@ -1,5 +1,7 @@
 """train.py: the loss goes down, checkpoints carry their settings, resume continues exactly."""
+import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -408,3 +410,27 @@ def test_the_band_unet_trains_with_its_own_hop(trained_bands, prepared, tmp_path
                     "--epochs", "1", "--hop-length", "128"])
     with pytest.raises(SystemExit):  # the band U-Net subtracts magnitudes
         train.parse_args(["--arch", "bands", "--subtraction", "complex"])
+
+
+@pytest.mark.parametrize("mixing", ["loader", "device"])
+def test_a_resume_within_an_epoch_goes_on_with_the_rest_of_it(prepared, mixing):
+    """A --time-budget checkpoint falls within an epoch (position 1.4: 40% of the second done); --resume goes on
+    with that epoch's remaining batches, the very ones an uninterrupted run would have drawn."""
+    cpu = torch.device("cpu")
+    args = train.parse_args(["--data-dir", str(prepared), *TINY_MODEL, "--time-budget", "1", "--batch-size", "4",
+                             "--mixing", mixing])
+    data = train.load_data(args, 0, 1, cpu)
+    steps = math.ceil(len(train.epoch_order(data.train_set, 2, args, 0, 1)) / args.batch_size)
+    assert steps >= 3
+    whole = list(itertools.islice(train.batch_stream(data, args, 0, 1, cpu, 1), steps))  # the second epoch
+    assert [p for p, _, _ in whole] == pytest.approx([1 + (k + 1) / steps for k in range(steps)])
+    for k in (1, steps - 1):
+        resumed = list(itertools.islice(train.batch_stream(data, args, 0, 1, cpu, round(1 + k / steps, 3)), steps - k + 1))
+        assert [p for p, _, _ in resumed[:-1]] == pytest.approx([p for p, _, _ in whole[k:]])
+        assert all(torch.equal(r[1], w[1]) and torch.equal(r[2], w[2]) for r, w in zip(resumed, whole[k:]))
+        assert 2 < resumed[-1][0] < 3  # then the third epoch
+
+
+def test_a_resumed_clock_validates_at_the_marks_still_ahead():
+    clock = train.Clock(10, 5, 300, torch.device("cpu"), 1)  # 5 validations over 600 s, 300 s spent before
+    assert clock.marks == [360, 480] and not clock.due()
