@@ -171,16 +171,20 @@ TAPS = 8  # sinc_read's interpolation taps a side
 PHASES = 512  # sinc_read's fractional positions, in steps of 1/PHASES sample
 
 
-def audio_bank(paths, width, device, desc):
-    """The audio of paths as one tensor [files, TAPS + width + TAPS] on device, each row its file looped from TAPS
-    samples before its start, so that reads of up to `width` samples from a start within the file never wrap;
-    and each file's length."""
-    rows, lengths = [], []
-    for p in tqdm(paths, desc=desc, unit="file", leave=False):
-        x = read_wav(p)
-        rows.append(np.resize(np.roll(x, TAPS), TAPS + width + TAPS))  # np.resize repeats x to fill the row
-        lengths.append(len(x))
-    return torch.from_numpy(np.stack(rows)).to(device), torch.tensor(lengths, device=device)
+def audio_bank(paths, longest_read, device, desc):
+    """The audio of paths end to end in one flat tensor on device, each file looped from TAPS samples before its
+    start to TAPS after the end of any read of up to `longest_read` samples from a start within it (a file shorter
+    than that repeated until one fits), so that no read wraps; and each file's offset in it and its length. Files
+    of any lengths take about their own size (a tensor [files, longest] would take the longest's for each)."""
+    lengths = np.array([sf.info(p).frames for p in paths])
+    spans = np.where(lengths >= longest_read, lengths, (longest_read // np.maximum(lengths, 1) + 1) * lengths)
+    sizes = TAPS + spans + TAPS + 1
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    audio = np.empty(sizes.sum(), np.float32)  # filled in place: no second copy of the whole bank in memory
+    for p, at, size in zip(tqdm(paths, desc=desc, unit="file", leave=False), offsets, sizes):
+        audio[at:at + size] = np.resize(np.roll(read_wav(p), TAPS), size)  # np.resize repeats the file to fill
+    return (torch.from_numpy(audio).to(device), torch.as_tensor(offsets, device=device),
+            torch.as_tensor(lengths, device=device))
 
 
 class DeviceRemixer:
@@ -192,10 +196,9 @@ class DeviceRemixer:
 
     def __init__(self, remix, device):
         self.remix, self.device = remix, torch.device(device)
-        longest = max(sf.info(p).frames for p in remix.voices + remix.noises)
-        width = 2 * max(longest, round(remix.segment * (1 + SPEED_SPREAD)) + 1)  # a looped read ends within 2x
-        self.voices = audio_bank(remix.voices, width, self.device, f"voices to {self.device}")
-        self.noises = audio_bank(remix.noises, width, self.device, f"noises to {self.device}")
+        longest_read = round(remix.segment * (1 + SPEED_SPREAD)) + 1
+        self.voices = audio_bank(remix.voices, longest_read, self.device, f"voices to {self.device}")
+        self.noises = audio_bank(remix.noises, longest_read, self.device, f"noises to {self.device}")
         self.noise_weights = None if remix.noise_cdf is None else \
             torch.as_tensor(np.diff(remix.noise_cdf, prepend=0), device=self.device)
 
@@ -210,15 +213,15 @@ class DeviceRemixer:
     def crops(self, bank, items, speed, g):
         """Segment-long crops of bank's files at speed, each from a random start (as RemixDataset.crop, which loops a
         file shorter than the crop)."""
-        length = bank[1][items]
+        length = bank[2][items]
         n = torch.round(self.remix.segment * speed).long()
         span = torch.where(length >= n, length - n, (n // length + 1) * length - n)
         start = torch.floor(self.uniform(g, len(items)) * (span + 1))
-        return sinc_read(bank[0], items, start, speed, self.remix.segment)
+        return sinc_read(bank[0], bank[1][items], start, speed, self.remix.segment)
 
     def draw_noises(self, speed, g):
         """A noise crop per item, drawn evenly or by corpus weight; crops of pure silence are drawn again (10 tries)."""
-        count = len(self.noises[1])
+        count = len(self.noises[2])
         pick = lambda n: (torch.multinomial(self.noise_weights, n, replacement=True, generator=g)
                           if self.noise_weights is not None else
                           torch.randint(count, (n,), generator=g, device=self.device))
@@ -252,23 +255,25 @@ def batch_rms(x):
     return x.pow(2).mean(-1).sqrt()
 
 
-def sinc_read(bank, rows, start, speed, n):
-    """n samples of each of bank's rows (audio_bank) from position start at step speed: a plain copy at speed 1, else
-    band-limited interpolation, a Kaiser-windowed sinc of TAPS taps a side with its cut-off lowered to the new
-    Nyquist when reading faster (no aliasing), looked up by fractional position in steps of 1/PHASES. [rows, n]."""
-    pos = TAPS + start[:, None] + speed[:, None] * torch.arange(n, device=bank.device, dtype=torch.float64)
+def sinc_read(audio, offset, start, speed, n):
+    """n samples of each item's file in an audio_bank (its flat audio, the items' offsets) from position start at
+    step speed: a plain copy at speed 1, else band-limited interpolation, a Kaiser-windowed sinc of TAPS taps a side
+    with its cut-off lowered to the new Nyquist when reading faster (no aliasing), looked up by fractional position
+    in steps of 1/PHASES. [items, n]."""
+    pos = TAPS + start[:, None] + speed[:, None] * torch.arange(n, device=audio.device, dtype=torch.float64)
     base = torch.floor(pos).long()
-    out = bank[rows[:, None], base]
+    at = offset[:, None] + base
+    out = audio[at]
     moved = speed != 1
     if moved.any():
         phase = ((pos[moved] - base[moved]) * PHASES).round().long()  # [items, n]; PHASES: the next sample, phase 0
-        d = torch.arange(-TAPS + 1, TAPS + 1, device=bank.device) - torch.arange(PHASES + 1, device=bank.device)[:, None] / PHASES
+        taps = torch.arange(-TAPS + 1, TAPS + 1, device=audio.device)
+        d = taps - torch.arange(PHASES + 1, device=audio.device)[:, None] / PHASES
         cutoff = torch.clamp(1 / speed[moved].float(), max=1.0)[:, None, None]
         window = torch.special.i0(6.0 * torch.sqrt(torch.clamp(1 - (d / TAPS) ** 2, min=0))) / torch.special.i0(torch.tensor(6.0))
         kernels = cutoff * torch.sinc(cutoff * d) * window  # [items, phases, 2 TAPS]: each item's filter at each phase
-        windows = bank[rows[moved]].unfold(1, 2 * TAPS, 1)  # [items, positions, 2 TAPS], a view
-        item = torch.arange(int(moved.sum()), device=bank.device)[:, None]
-        near = windows[item, base[moved] - TAPS + 1]  # the 2 TAPS samples around each read position
+        near = audio[at[moved][:, :, None] + taps]  # [items, n, 2 TAPS]: the samples around each read position
+        item = torch.arange(int(moved.sum()), device=audio.device)[:, None]
         out[moved] = (near * kernels[item, phase]).sum(-1)
     return out
 

@@ -1,11 +1,12 @@
 """dataset.py's batched mixing (DeviceRemixer): the mixtures RemixDataset draws, a whole batch at a time."""
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from scipy.signal import lfilter
 from scipy.stats import ks_2samp
 
-from dataset import PHASES, DeviceRemixer, RemixDataset, batch_eq, batch_mix, sinc_read
+from dataset import PHASES, DeviceRemixer, RemixDataset, audio_bank, batch_eq, batch_mix, sinc_read
 
 
 def snr_and_level(noisy, voice):
@@ -43,12 +44,12 @@ def test_device_mixtures_match_the_loader_ones(prepared):
 def test_sinc_read_copies_at_speed_one_and_resamples_cleanly():
     sr, n = 16000, 4000
     t = np.arange(3 * n)
-    bank = torch.tensor(np.sin(2 * np.pi * 440 / sr * t), dtype=torch.float32)[None]
-    bank = torch.cat([bank[:, -8:], bank, bank[:, :8]], 1)  # audio_bank's layout: TAPS samples of pre-roll
-    rows, start = torch.zeros(3, dtype=torch.long), torch.tensor([0.0, 100.0, 37.0], dtype=torch.float64)
+    x = torch.tensor(np.sin(2 * np.pi * 440 / sr * t), dtype=torch.float32)
+    audio = torch.cat([x[-8:], x, x[:8]])  # audio_bank's layout: TAPS samples of pre-roll
+    offset, start = torch.zeros(3, dtype=torch.long), torch.tensor([0.0, 100.0, 37.0], dtype=torch.float64)
     speed = torch.tensor([1.0, 1.07, 0.93], dtype=torch.float64)
-    out = sinc_read(bank, rows, start, speed, n).double().numpy()
-    assert np.array_equal(out[0], bank[0, 8:8 + n].numpy())
+    out = sinc_read(audio, offset, start, speed, n).double().numpy()
+    assert np.array_equal(out[0], audio[8:8 + n].numpy())
     for row, s, x0 in ((1, 1.07, 100.0), (2, 0.93, 37.0)):  # a 440 Hz tone read at speed s: 440 s Hz
         want = np.sin(2 * np.pi * 440 / sr * (x0 + s * np.arange(n)))
         err = 10 * np.log10(np.mean((out[row] - want) ** 2) / np.mean(want ** 2))
@@ -71,3 +72,20 @@ def test_batch_eq_is_the_recursive_filter_and_batch_mix_sets_snr_and_level():
     snr, level = snr_and_level(noisy[:2], target[:2])
     assert snr == pytest.approx([0.0, 10.0], abs=1e-3) and level == pytest.approx([-20.0, -30.0], abs=1e-3)
     assert torch.equal(noisy[2], noise[2]) and not target[2].any()
+
+
+def test_audio_bank_holds_files_of_any_length_at_their_own_size(tmp_path):
+    """Each file once (a short one repeated until the longest read fits), not padded to the longest: a set with
+    one long noise recording would otherwise take its length for every file. Reads loop a short file."""
+    rng = np.random.default_rng(0)
+    files = {"short.wav": rng.standard_normal(100), "long.wav": rng.standard_normal(50_000)}
+    for name, x in files.items():
+        sf.write(tmp_path / name, x.astype(np.float32), 16000, subtype="FLOAT")
+    audio, offset, length = audio_bank([tmp_path / n for n in files], 300, "cpu", "test")
+    assert length.tolist() == [100, 50_000] and offset.tolist() == [0, 8 + 400 + 8 + 1]
+    assert len(audio) == (8 + 400 + 8 + 1) + (8 + 50_000 + 8 + 1)
+    for row, x in enumerate(files.values()):
+        start = torch.tensor([0.0, 70.0], dtype=torch.float64)
+        out = sinc_read(audio, offset[[row, row]], start, torch.ones(2, dtype=torch.float64), 300).numpy()
+        want = np.resize(x, 370).astype(np.float32)
+        assert np.array_equal(out[0], want[:300]) and np.array_equal(out[1], want[70:370])
