@@ -18,6 +18,7 @@ Items are (noisy, voice) float32 tensors of shape [samples].
 """
 import csv
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -171,6 +172,13 @@ TAPS = 8  # sinc_read's interpolation taps a side
 PHASES = 512  # sinc_read's fractional positions, in steps of 1/PHASES sample
 
 
+class Bank(NamedTuple):
+    """audio_bank's files on a device: their audio end to end, where each one's row starts in it, their lengths."""
+    audio: torch.Tensor
+    offset: torch.Tensor
+    length: torch.Tensor
+
+
 def audio_bank(paths, longest_read, device, desc):
     """The audio of paths end to end in one flat tensor on device, each file looped from TAPS samples before its
     start to TAPS after the end of any read of up to `longest_read` samples from a start within it (a file shorter
@@ -183,8 +191,8 @@ def audio_bank(paths, longest_read, device, desc):
     audio = np.empty(sizes.sum(), np.float32)  # filled in place: no second copy of the whole bank in memory
     for p, at, size in zip(tqdm(paths, desc=desc, unit="file", leave=False), offsets, sizes):
         audio[at:at + size] = np.resize(np.roll(read_wav(p), TAPS), size)  # np.resize repeats the file to fill
-    return (torch.from_numpy(audio).to(device), torch.as_tensor(offsets, device=device),
-            torch.as_tensor(lengths, device=device))
+    return Bank(torch.from_numpy(audio).to(device), torch.as_tensor(offsets, device=device),
+                torch.as_tensor(lengths, device=device))
 
 
 class DeviceRemixer:
@@ -213,15 +221,15 @@ class DeviceRemixer:
     def crops(self, bank, items, speed, g):
         """Segment-long crops of bank's files at speed, each from a random start (as RemixDataset.crop, which loops a
         file shorter than the crop)."""
-        length = bank[2][items]
+        length = bank.length[items]
         n = torch.round(self.remix.segment * speed).long()
         span = torch.where(length >= n, length - n, (n // length + 1) * length - n)
         start = torch.floor(self.uniform(g, len(items)) * (span + 1))
-        return sinc_read(bank[0], bank[1][items], start, speed, self.remix.segment)
+        return sinc_read(bank.audio, bank.offset[items], start, speed, self.remix.segment)
 
     def draw_noises(self, speed, g):
         """A noise crop per item, drawn evenly or by corpus weight; crops of pure silence are drawn again (10 tries)."""
-        count = len(self.noises[2])
+        count = len(self.noises.length)
         pick = lambda n: (torch.multinomial(self.noise_weights, n, replacement=True, generator=g)
                           if self.noise_weights is not None else
                           torch.randint(count, (n,), generator=g, device=self.device))
