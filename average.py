@@ -8,13 +8,22 @@ the result names every checkpoint it averages (ckpt["averaged_from"]: path, epoc
 score, code version, training flags, the runs it started from) and keeps what they learned from (ckpt["data"]).
 
     python average.py runs/a/unet.pt runs/b/unet.pt runs/c/unet.pt --out models/soup/unet.pt
+
+Checkpoints taken along one run (stochastic weight averaging, Izmailov et al., 2018) average too. The
+mean of BatchNorm's running statistics is not the statistics of the mean weights; --bn-data re-estimates
+them from a prepared set's training mixtures:
+
+    python average.py runs/main/snap/*.pt --bn-data data/all --out runs/main/swa.pt
 """
 from pathlib import Path
 
 import torch
+from torch import nn
+from tqdm import tqdm
 
 from audio import UserError, arg_parser, run_main
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
+from dataset import MixtureDataset
 from unet import ModelConfig
 
 
@@ -23,9 +32,16 @@ def parse_args(argv=None):
     p.add_argument("models", type=Path, nargs="+", help="checkpoints to average (at least two)")
     p.add_argument("--out", type=Path, required=True, help="where to write the averaged checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
+    p.add_argument("--bn-data", type=Path, help="a prepared set (prepare_data.py) whose training mixtures "
+                   "re-estimate the BatchNorm statistics of the averaged weights")
+    p.add_argument("--bn-batches", type=int, default=32, help="batches of --bn-data mixtures to re-estimate them on")
+    p.add_argument("--batch-size", type=int, default=16, help="mixtures a batch for --bn-data")
+    p.add_argument("--seed", type=int, default=0, help="which --bn-data mixtures (a random draw)")
     args = p.parse_args(argv)
     if len(args.models) < 2:
         p.error("give at least two checkpoints to average")
+    if args.bn_batches < 1 or args.batch_size < 1:
+        p.error("--bn-batches and --batch-size must be at least 1")
     return args
 
 
@@ -57,11 +73,35 @@ def average_checkpoints(paths):
     return model, dict(data=data, averaged_from=averaged_from)
 
 
+@torch.no_grad()
+def reestimate_batchnorm(model, data_dir, batches, batch_size, seed):
+    """Set every BatchNorm layer's running mean and variance to their averages over batches of the training
+    mixtures of data_dir (cumulative, as torch.optim.swa_utils.update_bn does). -> how many mixtures it used."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    data = MixtureDataset(data_dir, "train")
+    picks = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: batches * batch_size].tolist()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a running average of equal weights
+    model.train()
+    for i in tqdm(range(0, len(picks), batch_size), desc="BatchNorm statistics", unit="batch"):
+        model(torch.stack([data[j][0] for j in picks[i: i + batch_size]]))
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
+    return len(picks)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.out.exists() and not args.overwrite:
         raise UserError(f"{args.out} exists (pass --overwrite to replace it)")
     model, extra = average_checkpoints(args.models)
+    if args.bn_data:
+        n = reestimate_batchnorm(model, args.bn_data, args.bn_batches, args.batch_size, args.seed)
+        extra["batchnorm_from"] = dict(data_dir=str(args.bn_data), mixtures=n, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out, model, **extra)
     print(f"wrote {args.out}: the average of {len(args.models)} checkpoints")

@@ -107,6 +107,9 @@ def describe_checkpoint(ckpt, path):
             origin = f"; from {run['started_from'][-1]}" if run.get("started_from") else ""
             lines.append(f"  {run['path']}: {run_summary(run)}{origin}; "
                          f"{format_flags({k: v for k, v in f.items() if k not in common})}")
+        if "batchnorm_from" in ckpt:
+            bn = ckpt["batchnorm_from"]
+            lines.append(f"BatchNorm statistics: re-estimated on {bn['mixtures']} training mixtures of {bn['data_dir']}")
     else:
         span = f"a {cfg['time_budget']:g}-minute budget" if cfg.get("time_budget") else cfg.get("epochs")
         lines.append(f"trained: epoch {ckpt.get('epoch')} of {span}, best validation SI-SDR "

@@ -6,6 +6,7 @@ import average
 import train
 from audio import UserError
 from checkpoint import describe_checkpoint, load_model, save_checkpoint
+from dataset import MixtureDataset
 from unet import ModelConfig, NoiseSubtractionDenoiser
 
 
@@ -55,6 +56,37 @@ def test_a_checkpoint_saved_before_a_model_field_existed_averages_with_a_new_one
     assert (tmp_path / "soup.pt").exists()
 
 
+def test_bn_data_re_estimates_the_batchnorm_statistics_of_the_averaged_weights(trained_bands, prepared, tmp_path):
+    """--bn-data: each BatchNorm layer's running mean becomes the mean of what reaches it over the training mixtures
+    (seen with a hook on the averaged weights), not the mean of the runs' running means; the weights are untouched."""
+    a, b = perturbed_copy(trained_bands, tmp_path / "a.pt", 1), perturbed_copy(trained_bands, tmp_path / "b.pt", 2)
+    plain, swa = tmp_path / "plain.pt", tmp_path / "swa.pt"
+    average.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(plain)])
+    average.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(swa), "--bn-data", str(prepared),
+                  "--bn-batches", "2", "--batch-size", "3"])
+    soup, reestimated = torch.load(plain, weights_only=True), torch.load(swa, weights_only=True)
+    stats = [k for k in soup["model"] if k.endswith("running_mean")]
+    assert stats and all(torch.equal(soup["model"][k], reestimated["model"][k]) for k in soup["model"]
+                         if "running" not in k and "num_batches" not in k)
+    model = load_model(plain)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    first.register_forward_hook(lambda m, inp, out: seen.append(inp[0].mean((0, 2, 3))))
+    data = MixtureDataset(prepared, "train")
+    picks = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:6].tolist()
+    model.train()
+    with torch.no_grad():
+        for batch in (picks[:3], picks[3:]):
+            model(torch.stack([data[j][0] for j in batch]))
+    name = next(k for k, m in model.named_modules() if m is first)
+    expected = torch.stack(seen).mean(0)
+    assert torch.allclose(reestimated["model"][f"{name}.running_mean"], expected, atol=1e-5)
+    assert not torch.allclose(soup["model"][f"{name}.running_mean"], expected, atol=1e-3)
+    assert reestimated["batchnorm_from"]["mixtures"] == 6
+    assert "re-estimated on 6 training mixtures" in describe_checkpoint(reestimated, swa)
+    assert not load_model(swa).training
+
+
 def test_errors(trained, tmp_path):
     other = tmp_path / "other.pt"
     save_checkpoint(other, NoiseSubtractionDenoiser(ModelConfig(base_channels=4, depth=2)))
@@ -67,3 +99,6 @@ def test_errors(trained, tmp_path):
         average.main([str(trained), "--out", str(tmp_path / "y.pt")])
     with pytest.raises(UserError, match="no model"):
         average.main([str(trained), str(tmp_path / "missing.pt"), "--out", str(tmp_path / "z.pt")])
+    with pytest.raises(UserError, match="no prepared set"):
+        average.main([str(trained), str(trained), "--out", str(tmp_path / "w.pt"), "--bn-data", str(tmp_path)])
+    assert not (tmp_path / "w.pt").exists()
