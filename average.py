@@ -18,8 +18,8 @@ them from a prepared set's training mixtures:
 from pathlib import Path
 
 import torch
-from torch import nn
-from tqdm import tqdm
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader, Subset
 
 from audio import UserError, arg_parser, run_main
 from checkpoint import lineage, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -73,24 +73,12 @@ def average_checkpoints(paths):
     return model, dict(data=data, averaged_from=averaged_from)
 
 
-@torch.no_grad()
 def reestimate_batchnorm(model, data_dir, batches, batch_size, seed):
     """Set every BatchNorm layer's running mean and variance to their averages over batches of the training
-    mixtures of data_dir (cumulative, as torch.optim.swa_utils.update_bn does). -> how many mixtures it used."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return 0
+    mixtures of data_dir (torch.optim.swa_utils.update_bn). -> how many mixtures it used."""
     data = MixtureDataset(data_dir, "train")
     picks = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: batches * batch_size].tolist()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a running average of equal weights
-    model.train()
-    for i in tqdm(range(0, len(picks), batch_size), desc="BatchNorm statistics", unit="batch"):
-        model(torch.stack([data[j][0] for j in picks[i: i + batch_size]]))
-    for m in norms:
-        m.momentum = 0.1
-    model.eval()
+    update_bn(DataLoader(Subset(data, picks), batch_size=batch_size), model)  # each batch's noisy mixtures
     return len(picks)
 
 
