@@ -73,6 +73,7 @@ def average_checkpoints(paths):
     return model, dict(data=data, averaged_from=averaged_from)
 
 
+@torch.no_grad()  # running statistics need no autograd graph
 def reestimate_batchnorm(model, data_dir, batches, batch_size, seed):
     """Set every BatchNorm layer's running mean and variance to their averages over batches of the training
     mixtures of data_dir (torch.optim.swa_utils.update_bn). -> how many mixtures it used."""
